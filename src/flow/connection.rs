@@ -1,0 +1,334 @@
+//! What TCP tells about one connection: who opened it, how the handshake went, who sent data
+//! when, and how it ended. Detectors read these facts when the connection is finalized.
+
+use super::reassembly::{Budget, Reassembler, StreamEvent};
+use crate::capture::{Duration, Timestamp};
+use crate::decode::TcpSegment;
+use crate::flow::SeqNumber;
+use std::net::SocketAddr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Client,
+    Server,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Server => "server",
+        }
+    }
+}
+
+/// How we know which side is the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleSource {
+    /// We saw the SYN: its sender is the client.
+    Syn,
+    /// The first packet was a SYN-ACK: its sender is the server.
+    SynAck,
+    /// The start was not captured: the side with the well-known or lower port is the server.
+    Ports,
+}
+
+/// A frame number with its time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub frame: u64,
+    pub ts: Timestamp,
+}
+
+/// The first few frames of a repeated event; the count says how many there were in all.
+#[derive(Clone, Debug, Default)]
+pub struct FrameList {
+    frames: [u64; FrameList::KEPT],
+    pub count: u32,
+    pub first: Option<Seen>,
+    pub last: Option<Seen>,
+}
+
+impl FrameList {
+    const KEPT: usize = 8;
+
+    pub fn push(&mut self, at: Seen) {
+        if (self.count as usize) < Self::KEPT {
+            self.frames[self.count as usize] = at.frame;
+        }
+        self.count = self.count.saturating_add(1);
+        self.first.get_or_insert(at);
+        self.last = Some(at);
+    }
+
+    /// The kept frames, plus the last one when it was not among them.
+    pub fn frames(&self) -> Vec<u64> {
+        let kept = (self.count as usize).min(Self::KEPT);
+        let mut v = self.frames[..kept].to_vec();
+        if let Some(last) = self.last
+            && !v.contains(&last.frame)
+        {
+            v.push(last.frame);
+        }
+        v
+    }
+}
+
+/// Facts about one direction of the connection.
+#[derive(Debug, Default)]
+pub struct Side {
+    pub packets: u64,
+    pub payload_bytes: u64,
+    pub first_data: Option<Seen>,
+    pub last_data: Option<Seen>,
+    pub fin: Option<Seen>,
+    pub stream: Reassembler,
+}
+
+/// The first reset that ended the connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Reset {
+    pub at: Seen,
+    pub by: Role,
+    /// Both sides had sent FIN before it: the connection was already closing normally.
+    pub after_both_fins: bool,
+    pub phase: TcpPhase,
+}
+
+/// Where in the exchange a reset came, as far as TCP alone can tell: no HTTP parsing, so
+/// "request" means the client's bytes and "response" the server's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpPhase {
+    /// The client had sent no payload.
+    BeforeRequest,
+    /// The client sent data and the server had not answered since.
+    AwaitingResponse,
+    /// The server was sending, and its last data was recent.
+    DuringResponse,
+    /// The server had answered, then the connection sat quiet, or the peer had closed.
+    Idle,
+}
+
+impl TcpPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcpPhase::BeforeRequest => "before_request",
+            TcpPhase::AwaitingResponse => "awaiting_response",
+            TcpPhase::DuringResponse => "during_response",
+            TcpPhase::Idle => "idle",
+        }
+    }
+}
+
+/// After the server's last data, this much quiet makes a reset one of an idle connection
+/// rather than one that cut a response short. Responses rarely pause this long mid-body.
+pub const IDLE_AFTER: Duration = Duration::from_secs(2);
+
+/// Which connection stream bytes belong to, without borrowing the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnRef {
+    pub serial: u64,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+}
+
+#[derive(Debug)]
+pub struct Connection {
+    /// 1-based, in the order connections were first seen in the capture.
+    pub serial: u64,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub roles: RoleSource,
+    pub first: Seen,
+    pub last: Seen,
+    pub client_isn: Option<SeqNumber>,
+    pub syns: FrameList,
+    pub syn_acks: FrameList,
+    /// The server answered a SYN with RST (no SYN-ACK yet at that point).
+    pub handshake_rst: Option<Seen>,
+    pub established: bool,
+    pub resets: FrameList,
+    pub reset: Option<Reset>,
+    pub to_server: Side,
+    pub to_client: Side,
+}
+
+impl Connection {
+    pub fn new(
+        serial: u64,
+        client: SocketAddr,
+        server: SocketAddr,
+        roles: RoleSource,
+        at: Seen,
+    ) -> Self {
+        Connection {
+            serial,
+            client,
+            server,
+            roles,
+            first: at,
+            last: at,
+            client_isn: None,
+            syns: FrameList::default(),
+            syn_acks: FrameList::default(),
+            handshake_rst: None,
+            established: false,
+            resets: FrameList::default(),
+            reset: None,
+            to_server: Side::default(),
+            to_client: Side::default(),
+        }
+    }
+
+    pub fn id(&self) -> ConnRef {
+        ConnRef {
+            serial: self.serial,
+            client: self.client,
+            server: self.server,
+        }
+    }
+
+    pub fn start_captured(&self) -> bool {
+        self.roles == RoleSource::Syn
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.reset.is_some()
+            || self.handshake_rst.is_some()
+            || (self.to_server.fin.is_some() && self.to_client.fin.is_some())
+    }
+
+    /// The server refused the handshake and never accepted it afterwards.
+    pub fn refused(&self) -> bool {
+        self.handshake_rst.is_some() && self.syn_acks.count == 0
+    }
+
+    fn side_mut(&mut self, from: Role) -> &mut Side {
+        match from {
+            Role::Client => &mut self.to_server,
+            Role::Server => &mut self.to_client,
+        }
+    }
+
+    /// Applies one segment sent by `from`. Stream bytes go to `sink`.
+    pub fn on_segment(
+        &mut self,
+        from: Role,
+        seg: &TcpSegment<'_>,
+        at: Seen,
+        budget: &mut Budget,
+        sink: &mut dyn FnMut(Role, StreamEvent<'_>),
+    ) {
+        self.last = at;
+        let flags = seg.flags;
+        if flags.syn() && !flags.ack() && from == Role::Client {
+            self.syns.push(at);
+            self.client_isn.get_or_insert(seg.seq);
+            self.to_server.stream.start_at(seg.seq.plus(1));
+        } else if flags.syn() && flags.ack() && from == Role::Server {
+            self.syn_acks.push(at);
+            self.to_client.stream.start_at(seg.seq.plus(1));
+        } else if !flags.syn() && !flags.rst() && self.syn_acks.count > 0 {
+            self.established = true;
+        }
+
+        if flags.rst() {
+            self.on_reset(from, at);
+        }
+
+        let side = self.side_mut(from);
+        side.packets += 1;
+        if seg.wire_payload_len > 0 && !flags.rst() {
+            side.payload_bytes += seg.wire_payload_len as u64;
+            side.first_data.get_or_insert(at);
+            side.last_data = Some(at);
+            // The payload of a SYN starts after the SYN's own sequence number.
+            let seq = if flags.syn() {
+                seg.seq.plus(1)
+            } else {
+                seg.seq
+            };
+            side.stream.segment(
+                seq,
+                seg.payload,
+                seg.wire_payload_len,
+                at.frame,
+                budget,
+                &mut |ev| sink(from, ev),
+            );
+        }
+        if flags.fin() && side.fin.is_none() {
+            side.fin = Some(at);
+        }
+    }
+
+    fn on_reset(&mut self, from: Role, at: Seen) {
+        self.resets.push(at);
+        if self.syn_acks.count == 0 && from == Role::Server && self.syns.count > 0 {
+            self.handshake_rst.get_or_insert(at);
+            return;
+        }
+        if self.reset.is_some() {
+            return;
+        }
+        let after_both_fins = self.to_server.fin.is_some() && self.to_client.fin.is_some();
+        let phase = self.tcp_phase(at.ts);
+        self.reset = Some(Reset {
+            at,
+            by: from,
+            after_both_fins,
+            phase,
+        });
+    }
+
+    fn tcp_phase(&self, now: Timestamp) -> TcpPhase {
+        let Some(request) = self.to_server.last_data else {
+            return TcpPhase::BeforeRequest;
+        };
+        // Once either side has sent FIN the exchange is being closed: a reset then is how many
+        // stacks answer data that arrives after close (nginx's lingering close, clients that
+        // drop the socket with bytes unread), not a failure of the exchange itself.
+        if self.to_client.fin.is_some() || self.to_server.fin.is_some() {
+            return TcpPhase::Idle;
+        }
+        match self.to_client.last_data {
+            Some(response) if response.ts >= request.ts => {
+                if now.saturating_sub(response.ts) >= IDLE_AFTER {
+                    TcpPhase::Idle
+                } else {
+                    TcpPhase::DuringResponse
+                }
+            }
+            _ => TcpPhase::AwaitingResponse,
+        }
+    }
+
+    /// Ends both streams, delivering held bytes and gaps.
+    pub fn finish_streams(
+        &mut self,
+        budget: &mut Budget,
+        sink: &mut dyn FnMut(Role, StreamEvent<'_>),
+    ) {
+        self.to_server
+            .stream
+            .finish(budget, &mut |ev| sink(Role::Client, ev));
+        self.to_client
+            .stream
+            .finish(budget, &mut |ev| sink(Role::Server, ev));
+    }
+
+    /// A Wireshark display filter for this connection; the frame range keeps a reused 4-tuple's
+    /// other connections out.
+    pub fn display_filter(&self) -> String {
+        let (ca, sa) = (self.client.ip(), self.server.ip());
+        let ip = if ca.is_ipv4() { "ip" } else { "ipv6" };
+        format!(
+            "{ip}.addr=={ca} && tcp.port=={} && {ip}.addr=={sa} && tcp.port=={} && frame.number>={} && frame.number<={}",
+            self.client.port(),
+            self.server.port(),
+            self.first.frame,
+            self.last.frame
+        )
+    }
+}

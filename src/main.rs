@@ -1,0 +1,135 @@
+//! The command line: parse flags, call the library, print, set the exit code.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use lbdiag::capture::Duration;
+use lbdiag::flow::FlowLimits;
+use lbdiag::render::text::Style;
+use lbdiag::{FailOn, Options, Severity};
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "lbdiag",
+    version,
+    about = "Explain load-balancer errors (400-504) from a tcpdump capture"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Analyze one or more pcap/pcapng files (optionally gzip-compressed; `-` reads stdin).
+    Analyze(AnalyzeArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FailOnArg {
+    Error,
+    Warning,
+    Info,
+    Never,
+}
+
+#[derive(clap::Args)]
+struct AnalyzeArgs {
+    /// Capture files; `-` reads standard input.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Colour in the text report: only on a terminal by default.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+    /// Exit with 1 when a finding of this severity or worse is found.
+    #[arg(long, value_enum, default_value_t = FailOnArg::Error)]
+    fail_on: FailOnArg,
+    /// Seconds of capture time without packets after which a connection is finalized.
+    #[arg(long, default_value_t = 300)]
+    idle_timeout: u32,
+    /// Live connections held at once; beyond this the oldest are finalized early.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_connections: usize,
+    /// Out-of-order bytes held per connection before a hole is given up as a gap.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_ooo_per_conn: usize,
+    /// Out-of-order bytes held across all connections.
+    #[arg(long, default_value_t = 256 << 20)]
+    max_ooo_total: usize,
+    /// Findings listed per kind and server; further ones are only counted.
+    #[arg(long, default_value_t = 100)]
+    max_findings: u32,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e)
+            if e.downcast_ref::<io::Error>().map(|e| e.kind())
+                == Some(io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lbdiag: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let Command::Analyze(args) = cli.command;
+    let options = Options {
+        limits: FlowLimits {
+            idle_timeout: Duration::from_secs(args.idle_timeout as i64),
+            max_connections: args.max_connections.max(1),
+            max_ooo_per_connection: args.max_ooo_per_conn,
+            max_ooo_total: args.max_ooo_total,
+            ..FlowLimits::default()
+        },
+        max_findings_per_group: args.max_findings.max(1),
+    };
+    let report = lbdiag::analyze_paths(&args.files, &options);
+    for capture in &report.captures {
+        if let Some(err) = &capture.error {
+            eprintln!("lbdiag: {}", lbdiag::render::terminal_safe(err));
+        }
+    }
+    let stdout = io::stdout();
+    let color = match args.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let mut out = io::BufWriter::new(stdout.lock());
+    match args.format {
+        Format::Text => lbdiag::render::render_text(&report, Style { color }, &mut out)?,
+        Format::Json => lbdiag::render::render_json(&report, &mut out)?,
+    }
+    out.flush()?;
+    let fail_on = match args.fail_on {
+        FailOnArg::Error => FailOn::Severity(Severity::Error),
+        FailOnArg::Warning => FailOn::Severity(Severity::Warning),
+        FailOnArg::Info => FailOn::Severity(Severity::Info),
+        FailOnArg::Never => FailOn::Never,
+    };
+    Ok(report.exit_code(fail_on) as u8)
+}

@@ -1,0 +1,33 @@
+//! Renderers only format a [`Report`]; they decide nothing.
+
+pub mod json;
+pub mod text;
+
+pub use json::render as render_json;
+pub use text::render as render_text;
+
+/// Replaces control characters so nothing taken from a packet or a file name can drive the
+/// terminal (escape sequences, carriage returns that overwrite a line).
+pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && c != '\n') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() && c != '\n' {
+            out.push_str(&c.escape_default().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod test {
+    #[test]
+    fn test_terminal_safe_escapes_escape_sequences() {
+        assert_eq!(super::terminal_safe("a\x1b[31mb\r"), "a\\u{1b}[31mb\\r");
+        assert_eq!(super::terminal_safe("plain"), "plain");
+    }
+}

@@ -1,0 +1,229 @@
+//! The default report: per capture a verdict, then findings grouped by the status code they
+//! explain, each with its frames, its Wireshark filter and what to run next.
+
+use super::terminal_safe;
+use crate::report::{CaptureSummary, Finding, Report, Severity};
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    fn bold(&self, s: &str) -> String {
+        self.paint("1", s)
+    }
+    fn severity(&self, sev: Severity) -> String {
+        let label = match sev {
+            Severity::Error => "ERROR  ",
+            Severity::Warning => "WARNING",
+            Severity::Info => "INFO   ",
+        };
+        let code = match sev {
+            Severity::Error => "1;31",
+            Severity::Warning => "1;33",
+            Severity::Info => "36",
+        };
+        self.paint(code, label)
+    }
+}
+
+pub fn status_name(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        414 => "URI Too Long",
+        463 => "Loop Detected",
+        499 => "Client Closed Request",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    }
+}
+
+fn frames(packets: &[u64]) -> String {
+    const SHOWN: usize = 8;
+    let mut s = packets
+        .iter()
+        .take(SHOWN)
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if packets.len() > SHOWN {
+        s.push_str(&format!(" (+{} more)", packets.len() - SHOWN));
+    }
+    s
+}
+
+pub fn render(report: &Report, style: Style, w: &mut dyn Write) -> io::Result<()> {
+    for (i, capture) in report.captures.iter().enumerate() {
+        if i > 0 {
+            writeln!(w)?;
+        }
+        let findings: Vec<&Finding> = report
+            .findings
+            .iter()
+            .filter(|f| f.capture == capture.file)
+            .collect();
+        render_capture(capture, &findings, style, w)?;
+    }
+    if report.captures.len() > 1 {
+        writeln!(w)?;
+        writeln!(
+            w,
+            "{} captures, {} findings{}",
+            report.summary.captures,
+            report.summary.findings,
+            if report.summary.unreadable_captures > 0 {
+                format!(", {} unreadable", report.summary.unreadable_captures)
+            } else {
+                String::new()
+            }
+        )?;
+    }
+    if report.summary.suppressed > 0 {
+        writeln!(
+            w,
+            "{} more findings of the same kinds were counted but not listed (--max-findings).",
+            report.summary.suppressed
+        )?;
+    }
+    Ok(())
+}
+
+fn render_capture(
+    c: &CaptureSummary,
+    findings: &[&Finding],
+    style: Style,
+    w: &mut dyn Write,
+) -> io::Result<()> {
+    let file = terminal_safe(&c.file);
+    if let Some(err) = &c.error {
+        writeln!(w, "{}", style.bold(&format!("== {file}")))?;
+        writeln!(w, "{}", terminal_safe(err))?;
+        return Ok(());
+    }
+    writeln!(
+        w,
+        "{}",
+        style.bold(&format!(
+            "== {file}  ({}{}, {}, {} packets, {} TCP connections{})",
+            c.format,
+            if c.compressed { ", gzip" } else { "" },
+            if c.link_types.is_empty() {
+                "no link type".to_string()
+            } else {
+                c.link_types.join("+")
+            },
+            c.packets,
+            c.connections,
+            match (&c.first_timestamp, &c.last_timestamp) {
+                (Some(a), Some(b)) => format!(", {a} to {b}"),
+                _ => String::new(),
+            }
+        ))
+    )?;
+    writeln!(w, "{}", terminal_safe(&c.verdict))?;
+
+    // Problems grouped by the status they explain; informational notes last and brief.
+    let mut by_status: BTreeMap<u16, Vec<&Finding>> = BTreeMap::new();
+    let mut notes = Vec::new();
+    for f in findings {
+        if f.severity == Severity::Info {
+            notes.push(*f);
+        } else {
+            let status = f.causes.first().map(|c| c.status).unwrap_or(0);
+            by_status.entry(status).or_default().push(f);
+        }
+    }
+    for (status, group) in &by_status {
+        writeln!(w)?;
+        writeln!(
+            w,
+            "{}",
+            style.bold(&format!(
+                "{status} {} ({} finding{})",
+                status_name(*status),
+                group.len(),
+                if group.len() == 1 { "" } else { "s" }
+            ))
+        )?;
+        for f in group {
+            render_finding(f, style, w)?;
+        }
+    }
+    if !notes.is_empty() {
+        writeln!(w)?;
+        writeln!(w, "{}", style.bold("Informational (not errors)"))?;
+        for f in notes {
+            writeln!(
+                w,
+                "  {} {}  frames {}: {}",
+                style.severity(f.severity),
+                f.kind,
+                frames(&f.packets),
+                terminal_safe(&f.summary)
+            )?;
+        }
+    }
+    if !c.warnings.is_empty() {
+        writeln!(w)?;
+        writeln!(w, "{}", style.bold("Capture warnings"))?;
+        for warning in &c.warnings {
+            match warning.frame {
+                Some(n) => writeln!(w, "  frame {n}: {}", terminal_safe(&warning.message))?,
+                None => writeln!(w, "  {}", terminal_safe(&warning.message))?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn render_finding(f: &Finding, style: Style, w: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        w,
+        "  {} {}  frames {}  {}",
+        style.severity(f.severity),
+        style.bold(f.kind.as_str()),
+        frames(&f.packets),
+        f.time
+    )?;
+    writeln!(w, "    {}", terminal_safe(&f.summary))?;
+    for (i, cause) in f.causes.iter().enumerate() {
+        let upstream = cause
+            .upstream_status
+            .as_deref()
+            .map(|u| format!(", upstream_status {u}"))
+            .unwrap_or_default();
+        let label = if i == 0 {
+            "Why".to_string()
+        } else {
+            format!("Or {}", cause.status)
+        };
+        writeln!(
+            w,
+            "    {label} ({}{upstream}): {}",
+            cause.status,
+            terminal_safe(&cause.explanation)
+        )?;
+        if i == 0 {
+            for step in &cause.next_steps {
+                writeln!(w, "    Next: {}", terminal_safe(step))?;
+            }
+        }
+    }
+    writeln!(w, "    Wireshark: {}", terminal_safe(&f.flow.filter))?;
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! The report: the one serde schema users, tests and CI read (`--format json`). Renderers only
+//! format it. A change that breaks a consumer of this schema must raise [`SCHEMA_VERSION`].
+
+mod kind;
+
+pub use kind::Kind;
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tool: Tool,
+    pub schema: u32,
+    pub captures: Vec<CaptureSummary>,
+    pub findings: Vec<Finding>,
+    pub summary: Summary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tool {
+    pub name: &'static str,
+    pub version: &'static str,
+}
+
+impl Default for Tool {
+    fn default() -> Self {
+        Tool {
+            name: "lbdiag",
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct CaptureSummary {
+    pub file: String,
+    /// `pcap` or `pcapng`; empty when the file could not be read at all.
+    pub format: String,
+    pub compressed: bool,
+    pub link_types: Vec<String>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub first_timestamp: Option<String>,
+    pub last_timestamp: Option<String>,
+    pub connections: u64,
+    /// The file ended inside a record or was damaged; findings cover what came before.
+    pub truncated: bool,
+    /// Set when nothing could be read; the message names the reason.
+    pub error: Option<String>,
+    /// One or two sentences for a reader who does not know TCP.
+    pub verdict: String,
+    pub warnings: Vec<Warning>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Warning {
+    pub frame: Option<u64>,
+    pub message: String,
+}
+
+/// Capture warnings, capped so a file that is broken everywhere cannot grow them without bound.
+#[derive(Debug, Default, Clone)]
+pub struct Warnings {
+    items: Vec<Warning>,
+    dropped: u64,
+}
+
+impl Warnings {
+    const LIMIT: usize = 200;
+
+    pub fn push(&mut self, frame: Option<u64>, message: String) {
+        if self.items.len() < Self::LIMIT {
+            self.items.push(Warning { frame, message });
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Warning> {
+        self.items.iter()
+    }
+
+    pub fn into_vec(mut self) -> Vec<Warning> {
+        if self.dropped > 0 {
+            self.items.push(Warning {
+                frame: None,
+                message: format!("{} further warnings not shown", self.dropped),
+            });
+        }
+        self.items
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Flow {
+    pub client: String,
+    pub server: String,
+    /// A Wireshark display filter that isolates this connection.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cause {
+    pub status: u16,
+    /// What the balancer's access log shows in `upstream_status`, where that is known.
+    pub upstream_status: Option<String>,
+    pub explanation: String,
+    pub next_steps: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub kind: Kind,
+    pub severity: Severity,
+    /// The capture file the finding comes from.
+    pub capture: String,
+    pub flow: Flow,
+    /// 1-based frame numbers of the evidence, as Wireshark numbers them.
+    pub packets: Vec<u64>,
+    /// RFC 3339 UTC time of the first evidence frame.
+    pub time: String,
+    pub summary: String,
+    pub evidence: serde_json::Map<String, serde_json::Value>,
+    pub causes: Vec<Cause>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Summary {
+    pub captures: usize,
+    pub unreadable_captures: usize,
+    pub findings: usize,
+    pub by_severity: BTreeMap<String, usize>,
+    pub by_kind: BTreeMap<String, usize>,
+    /// Findings beyond `--max-findings` per kind and server that were counted but not listed.
+    pub suppressed: u64,
+}
+
+/// Which severity makes the run fail (exit code 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailOn {
+    Severity(Severity),
+    Never,
+}
+
+impl Report {
+    pub fn new(captures: Vec<CaptureSummary>, findings: Vec<Finding>, suppressed: u64) -> Report {
+        let mut summary = Summary {
+            captures: captures.len(),
+            unreadable_captures: captures.iter().filter(|c| c.error.is_some()).count(),
+            findings: findings.len(),
+            suppressed,
+            ..Summary::default()
+        };
+        for f in &findings {
+            *summary
+                .by_severity
+                .entry(f.severity.to_string())
+                .or_default() += 1;
+            *summary.by_kind.entry(f.kind.to_string()).or_default() += 1;
+        }
+        Report {
+            tool: Tool::default(),
+            schema: SCHEMA_VERSION,
+            captures,
+            findings,
+            summary,
+        }
+    }
+
+    /// 2 when an input could not be read, 1 when a finding reaches `fail_on`, else 0.
+    pub fn exit_code(&self, fail_on: FailOn) -> i32 {
+        if self.summary.unreadable_captures > 0 {
+            return 2;
+        }
+        match fail_on {
+            FailOn::Never => 0,
+            FailOn::Severity(level) => {
+                if self.findings.iter().any(|f| f.severity >= level) {
+                    1
+                } else {
+                    0
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_warnings_are_capped_with_a_count() {
+        let mut w = Warnings::default();
+        for i in 0..250 {
+            w.push(Some(i), "x".into());
+        }
+        let v = w.into_vec();
+        assert_eq!(v.len(), Warnings::LIMIT + 1);
+        assert!(v.last().unwrap().message.starts_with("50 further"));
+    }
+
+    #[test]
+    fn test_exit_code_follows_fail_on() {
+        let unreadable = CaptureSummary {
+            error: Some("x".into()),
+            ..Default::default()
+        };
+        let r = Report::new(vec![unreadable], vec![], 0);
+        assert_eq!(r.exit_code(FailOn::Never), 2);
+        let r = Report::new(vec![CaptureSummary::default()], vec![], 0);
+        assert_eq!(r.exit_code(FailOn::Severity(Severity::Info)), 0);
+    }
+}
