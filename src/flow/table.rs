@@ -258,3 +258,219 @@ fn starts_new_connection(existing: &Connection, src: SocketAddr, seg: &TcpSegmen
         None => true,
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::decode::TcpFlags;
+    use crate::flow::{SeqNumber, TcpPhase};
+
+    const C: &str = "10.0.0.1:40000";
+    const S: &str = "10.0.0.2:80";
+    const SYN: u8 = TcpFlags::SYN;
+    const SYNACK: u8 = TcpFlags::SYN | TcpFlags::ACK;
+    const ACK: u8 = TcpFlags::ACK;
+    const PSH: u8 = TcpFlags::ACK | TcpFlags::PSH;
+    const FIN: u8 = TcpFlags::ACK | TcpFlags::FIN;
+    const RST: u8 = TcpFlags::RST;
+    const RSTACK: u8 = TcpFlags::RST | TcpFlags::ACK;
+
+    /// Feeds (from, flags, seq, payload, seconds) and returns finalized connections.
+    fn feed(table: &mut FlowTable, packets: &[(&str, u8, u32, &[u8], f64)]) -> Vec<Connection> {
+        let mut done = Vec::new();
+        for (i, (from, flags, seq, payload, secs)) in packets.iter().enumerate() {
+            let (src, dst): (SocketAddr, SocketAddr) = if *from == C {
+                (C.parse().unwrap(), S.parse().unwrap())
+            } else {
+                (S.parse().unwrap(), C.parse().unwrap())
+            };
+            let seg = TcpSegment {
+                src_port: src.port(),
+                dst_port: dst.port(),
+                seq: SeqNumber(*seq),
+                ack: SeqNumber(0),
+                flags: TcpFlags(*flags),
+                window: 1000,
+                payload,
+                wire_payload_len: payload.len() as u32,
+            };
+            let at = Seen {
+                frame: i as u64 + 1,
+                ts: Timestamp::from_secs_f64(*secs),
+            };
+            table.on_segment(src, dst, &seg, at, &mut |_, _, _| {}, &mut |c, _| {
+                done.push(c)
+            });
+        }
+        table.finish(&mut |_, _, _| {}, &mut |c, _| done.push(c));
+        done
+    }
+
+    fn run(packets: &[(&str, u8, u32, &[u8], f64)]) -> Vec<Connection> {
+        feed(&mut FlowTable::new(FlowLimits::default()), packets)
+    }
+
+    #[test]
+    fn test_syn_sent_rst_is_refused() {
+        let conns = run(&[(C, SYN, 100, b"", 0.0), (S, RSTACK, 0, b"", 0.001)]);
+        assert_eq!(conns.len(), 1);
+        assert!(conns[0].refused());
+        assert!(conns[0].reset.is_none());
+    }
+
+    #[test]
+    fn test_rst_before_synack_then_synack_is_not_refused() {
+        let conns = run(&[
+            (C, SYN, 100, b"", 0.0),
+            (S, RSTACK, 0, b"", 0.001),
+            (S, SYNACK, 500, b"", 0.002),
+        ]);
+        assert!(!conns[0].refused());
+    }
+
+    #[test]
+    fn test_syn_retransmissions_stay_one_connection() {
+        let conns = run(&[
+            (C, SYN, 100, b"", 0.0),
+            (C, SYN, 100, b"", 1.0),
+            (C, SYN, 100, b"", 3.0),
+        ]);
+        assert_eq!(conns.len(), 1);
+        assert_eq!(conns[0].syns.count, 3);
+        assert_eq!(conns[0].syns.frames(), vec![1, 2, 3]);
+    }
+
+    fn handshake() -> Vec<(&'static str, u8, u32, &'static [u8], f64)> {
+        vec![
+            (C, SYN, 100, b"", 0.0),
+            (S, SYNACK, 500, b"", 0.01),
+            (C, ACK, 101, b"", 0.02),
+        ]
+    }
+
+    #[test]
+    fn test_established_server_reset_awaiting_response() {
+        let mut p = handshake();
+        p.push((C, PSH, 101, b"GET / HTTP/1.1\r\n\r\n", 0.03));
+        p.push((S, RSTACK, 501, b"", 0.3));
+        let conns = run(&p);
+        let reset = conns[0].reset.unwrap();
+        assert_eq!(reset.by, Role::Server);
+        assert_eq!(reset.phase, TcpPhase::AwaitingResponse);
+        assert!(!reset.after_both_fins);
+    }
+
+    #[test]
+    fn test_reset_after_both_fins_is_marked() {
+        let mut p = handshake();
+        p.push((C, FIN, 101, b"", 0.03));
+        p.push((S, FIN, 501, b"", 0.04));
+        p.push((C, RST, 102, b"", 0.05));
+        let reset = run(&p)[0].reset.unwrap();
+        assert!(reset.after_both_fins);
+    }
+
+    #[test]
+    fn test_phases_before_request_and_idle() {
+        let mut p = handshake();
+        p.push((C, RST, 101, b"", 0.03));
+        assert_eq!(run(&p)[0].reset.unwrap().phase, TcpPhase::BeforeRequest);
+
+        let mut p = handshake();
+        p.push((C, PSH, 101, b"req", 0.03));
+        p.push((S, PSH, 501, b"resp", 0.05));
+        p.push((S, RSTACK, 505, b"", 10.0));
+        assert_eq!(run(&p)[0].reset.unwrap().phase, TcpPhase::Idle);
+    }
+
+    #[test]
+    fn test_reused_four_tuple_after_close_starts_new_connection() {
+        let mut p = handshake();
+        p.push((C, FIN, 101, b"", 0.03));
+        p.push((S, FIN, 501, b"", 0.04));
+        p.push((C, ACK, 102, b"", 0.05));
+        p.push((C, SYN, 9000, b"", 1.0));
+        p.push((S, RSTACK, 0, b"", 1.001));
+        let conns = run(&p);
+        assert_eq!(conns.len(), 2);
+        assert!(!conns[0].refused());
+        assert!(conns[1].refused());
+        assert_eq!(conns[1].first.frame, 7);
+    }
+
+    #[test]
+    fn test_mid_stream_roles_from_ports() {
+        let conns = run(&[
+            (S, PSH, 501, b"HTTP/1.1 200 OK\r\n", 0.0),
+            (C, ACK, 101, b"", 0.01),
+        ]);
+        assert_eq!(conns[0].roles, RoleSource::Ports);
+        assert_eq!(conns[0].server, S.parse().unwrap());
+        assert!(!conns[0].start_captured());
+    }
+
+    #[test]
+    fn test_idle_connection_is_finalized_as_capture_time_advances() {
+        let mut table = FlowTable::new(FlowLimits {
+            idle_timeout: Duration::from_secs(10),
+            ..FlowLimits::default()
+        });
+        let mut done = 0;
+        let c: SocketAddr = C.parse().unwrap();
+        let s: SocketAddr = S.parse().unwrap();
+        let syn = TcpSegment {
+            src_port: 40000,
+            dst_port: 80,
+            seq: SeqNumber(1),
+            ack: SeqNumber(0),
+            flags: TcpFlags(SYN),
+            window: 0,
+            payload: b"",
+            wire_payload_len: 0,
+        };
+        let at = |f: u64, s: i64| Seen {
+            frame: f,
+            ts: Timestamp(s * Timestamp::NANOS_PER_SEC),
+        };
+        table.on_segment(c, s, &syn, at(1, 0), &mut |_, _, _| {}, &mut |_, _| {
+            done += 1
+        });
+        let other: SocketAddr = "10.0.0.3:1".parse().unwrap();
+        table.on_segment(other, s, &syn, at(2, 11), &mut |_, _, _| {}, &mut |_, _| {
+            done += 1
+        });
+        assert_eq!(done, 1);
+        assert_eq!(table.live(), 1);
+    }
+
+    #[test]
+    fn test_max_connections_evicts_instead_of_growing() {
+        let mut table = FlowTable::new(FlowLimits {
+            max_connections: 2,
+            ..FlowLimits::default()
+        });
+        let s: SocketAddr = S.parse().unwrap();
+        let mut done = 0;
+        for port in 1..=5u16 {
+            let c = SocketAddr::new("10.0.0.9".parse().unwrap(), port);
+            let syn = TcpSegment {
+                src_port: port,
+                dst_port: 80,
+                seq: SeqNumber(1),
+                ack: SeqNumber(0),
+                flags: TcpFlags(SYN),
+                window: 0,
+                payload: b"",
+                wire_payload_len: 0,
+            };
+            let at = Seen {
+                frame: port as u64,
+                ts: Timestamp(port as i64),
+            };
+            table.on_segment(c, s, &syn, at, &mut |_, _, _| {}, &mut |_, _| done += 1);
+            assert!(table.live() <= 2);
+        }
+        assert_eq!(done, 3);
+        assert_eq!(table.stats.evicted_early, 3);
+    }
+}

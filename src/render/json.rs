@@ -4,6 +4,10 @@ use crate::report::Report;
 use std::io::{self, Write};
 
 pub fn render(report: &Report, w: &mut dyn Write) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *w, report).map_err(io::Error::other)?;
+    serde_json::to_writer_pretty(&mut *w, report).map_err(|e| match e.io_error_kind() {
+        // Keep the kind so the caller can recognise a closed pipe.
+        Some(kind) => io::Error::from(kind),
+        None => io::Error::other(e),
+    })?;
     writeln!(w)
 }

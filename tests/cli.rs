@@ -1,0 +1,183 @@
+//! The command line's contract: exit codes, several files, standard input, gzip, colour, and
+//! quiet exit on a closed pipe. The captures here are synthesized: these tests are about the
+//! command line, not about what real traffic looks like (that is `tests/truth.rs`).
+
+use assert_cmd::Command;
+use etherparse::PacketBuilder;
+use std::io::{Read, Write};
+use std::process::Stdio;
+
+fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend(0xa1b2c3d4u32.to_le_bytes());
+    out.extend(2u16.to_le_bytes());
+    out.extend(4u16.to_le_bytes());
+    out.extend([0u8; 8]);
+    out.extend(65535u32.to_le_bytes());
+    out.extend(1u32.to_le_bytes());
+    for (i, f) in frames.iter().enumerate() {
+        out.extend((1_700_000_000u32 + i as u32).to_le_bytes());
+        out.extend(0u32.to_le_bytes());
+        out.extend((f.len() as u32).to_le_bytes());
+        out.extend((f.len() as u32).to_le_bytes());
+        out.extend(f);
+    }
+    out
+}
+
+fn tcp(src_port: u16, dst_port: u16, seq: u32, syn: bool, rst: bool, from_client: bool) -> Vec<u8> {
+    let (a, b) = if from_client {
+        ([10, 0, 0, 1], [10, 0, 0, 2])
+    } else {
+        ([10, 0, 0, 2], [10, 0, 0, 1])
+    };
+    let mut builder = PacketBuilder::ethernet2([1; 6], [2; 6])
+        .ipv4(a, b, 64)
+        .tcp(src_port, dst_port, seq, 1000);
+    if syn {
+        builder = builder.syn();
+    }
+    if rst {
+        builder = builder.rst().ack(seq + 1);
+    }
+    let mut out = Vec::new();
+    builder.write(&mut out, &[]).unwrap();
+    out
+}
+
+/// `n` connections from consecutive client ports, each refused by the server.
+fn refused_capture(n: u16) -> Vec<u8> {
+    let mut frames = Vec::new();
+    for i in 0..n {
+        let port = 40000 + i;
+        frames.push(tcp(port, 8081, 1000, true, false, true));
+        frames.push(tcp(8081, port, 0, false, true, false));
+    }
+    pcap(&frames)
+}
+
+fn write_temp(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn lbdiag() -> Command {
+    Command::cargo_bin("lbdiag").unwrap()
+}
+
+#[test]
+fn refused_connection_fails_by_default_and_passes_with_fail_on_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_temp(&dir, "r.pcap", &refused_capture(1));
+    let out = lbdiag().arg("analyze").arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("502 Bad Gateway"), "{text}");
+    assert!(text.contains("handshake_refused"), "{text}");
+    assert!(text.contains("refused"), "{text}");
+    lbdiag()
+        .args(["analyze", "--fail-on", "never"])
+        .arg(&f)
+        .assert()
+        .code(0);
+}
+
+#[test]
+fn unreadable_file_exits_2_names_it_and_others_are_still_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write_temp(&dir, "notes.txt", b"this is not a capture");
+    let empty = write_temp(&dir, "empty.pcap", b"");
+    let good = write_temp(&dir, "good.pcap", &refused_capture(1));
+    let out = lbdiag()
+        .args(["analyze", "--format", "json"])
+        .arg(&bad)
+        .arg(&empty)
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("notes.txt") && stderr.contains("not a pcap"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("empty.pcap") && stderr.contains("empty"),
+        "{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["captures"].as_array().unwrap().len(), 3);
+    assert_eq!(report["findings"][0]["kind"], "handshake_refused");
+}
+
+#[test]
+fn stdin_and_gzip_are_read() {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&refused_capture(2)).unwrap();
+    let out = lbdiag()
+        .args(["analyze", "--format", "json", "-"])
+        .write_stdin(gz.finish().unwrap())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["captures"][0]["compressed"], true);
+    assert_eq!(report["summary"]["by_kind"]["handshake_refused"], 2);
+}
+
+#[test]
+fn color_only_when_asked_or_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_temp(&dir, "r.pcap", &refused_capture(1));
+    let plain = lbdiag().arg("analyze").arg(&f).output().unwrap();
+    assert!(
+        !plain.stdout.contains(&0x1b),
+        "piped output has no escape codes"
+    );
+    let colored = lbdiag()
+        .args(["analyze", "--color", "always"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(colored.stdout.contains(&0x1b));
+}
+
+#[test]
+fn closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_temp(&dir, "many.pcap", &refused_capture(3000));
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("lbdiag"))
+        .args(["analyze", "--max-findings", "100000", "--format", "json"])
+        .arg(&f)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child.stderr.unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(stderr.is_empty(), "no message on a closed pipe: {stderr}");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn findings_beyond_the_limit_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_temp(&dir, "many.pcap", &refused_capture(30));
+    let out = lbdiag()
+        .args(["analyze", "--format", "json", "--max-findings", "10"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["findings"].as_array().unwrap().len(), 10);
+    assert_eq!(report["summary"]["suppressed"], 20);
+}

@@ -1,0 +1,200 @@
+//! Every capture in `captures/` is analyzed and checked against the `.truth.json` beside it:
+//! the findings it must produce (kind, status, server port, evidence frames), the kinds it must
+//! not produce, and the warnings it must carry.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn captures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("captures")
+}
+
+fn truth_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(captures_dir())
+        .expect("captures/ exists")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".truth.json"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn analyze(capture: &Path, args: &[String]) -> Value {
+    let out = assert_cmd::Command::cargo_bin("lbdiag")
+        .unwrap()
+        .arg("analyze")
+        .arg("--format=json")
+        .arg("--fail-on=never")
+        .args(args)
+        .arg(capture)
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.code().is_some_and(|c| c == 0),
+        "{}: exit {:?}, stderr: {}",
+        capture.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("valid JSON report")
+}
+
+fn strings(v: &Value, key: &str) -> Vec<String> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn server_port(f: &Value) -> Option<u64> {
+    f["flow"]["server"]
+        .as_str()?
+        .rsplit(':')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn statuses(f: &Value) -> Vec<u64> {
+    f["causes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c["status"].as_u64()).collect())
+        .unwrap_or_default()
+}
+
+fn packets(f: &Value) -> Vec<u64> {
+    f["packets"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+/// Checks one capture; returns the problems found, empty when it matches its truth.
+fn check(truth_path: &Path) -> Vec<String> {
+    let truth: Value = serde_json::from_str(&std::fs::read_to_string(truth_path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", truth_path.display()));
+    let name = truth["capture"].as_str().expect("truth names its capture");
+    let capture = captures_dir().join(name);
+    let args = strings(&truth, "args");
+    let report = analyze(&capture, &args);
+    let findings = report["findings"].as_array().cloned().unwrap_or_default();
+    let mut problems = Vec::new();
+    let mut used = vec![false; findings.len()];
+
+    let mut expected_kinds = Vec::new();
+    for exp in truth["expect"].as_array().cloned().unwrap_or_default() {
+        let kind = exp["kind"].as_str().unwrap();
+        expected_kinds.push(kind.to_string());
+        let want_frames: Vec<u64> = exp["frames"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        let hit = findings.iter().enumerate().position(|(i, f)| {
+            !used[i]
+                && f["kind"] == kind
+                && exp["server_port"]
+                    .as_u64()
+                    .is_none_or(|p| server_port(f) == Some(p))
+                && exp["status"]
+                    .as_u64()
+                    .is_none_or(|s| statuses(f).contains(&s))
+                && want_frames.iter().all(|n| packets(f).contains(n))
+        });
+        match hit {
+            Some(i) => used[i] = true,
+            None => problems.push(format!(
+                "{name}: expected {exp} but found none matching; findings: {}",
+                findings
+                    .iter()
+                    .map(|f| format!("{}@{}{:?}", f["kind"], f["flow"]["server"], packets(f)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+    let acceptable: Vec<String> = strings(&truth, "also_acceptable");
+    for kind in strings(&truth, "must_not") {
+        if findings.iter().any(|f| f["kind"] == kind.as_str()) {
+            problems.push(format!("{name}: produced {kind}, which it must not"));
+        }
+    }
+    for (i, f) in findings.iter().enumerate() {
+        let kind = f["kind"].as_str().unwrap_or_default().to_string();
+        if !used[i] && !expected_kinds.contains(&kind) && !acceptable.contains(&kind) {
+            problems.push(format!(
+                "{name}: unexpected {kind} ({}) frames {:?}: {}",
+                f["severity"],
+                packets(f),
+                f["summary"]
+            ));
+        }
+    }
+    if truth["healthy"].as_bool() == Some(true) {
+        for f in &findings {
+            if f["severity"] != "info" {
+                problems.push(format!(
+                    "{name}: healthy capture has {} {}",
+                    f["severity"], f["kind"]
+                ));
+            }
+        }
+    }
+    let warnings: Vec<String> = report["captures"][0]["warnings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|w| w["message"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    for want in strings(&truth, "warnings") {
+        if !warnings.iter().any(|w| w.contains(&want)) {
+            problems.push(format!(
+                "{name}: no warning mentions {want:?}; warnings: {warnings:?}"
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_capture_matches_its_truth_file() {
+    let files = truth_files();
+    assert!(!files.is_empty(), "captures/ has no truth files");
+    let mut problems = Vec::new();
+    for f in &files {
+        problems.extend(check(f));
+    }
+    println!("checked {} captures against their truth files", files.len());
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn every_capture_has_a_truth_file() {
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(captures_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let stem = name
+            .strip_suffix(".gz")
+            .unwrap_or(&name)
+            .trim_end_matches(".pcapng")
+            .trim_end_matches(".pcap")
+            .to_string();
+        let is_capture = [".pcap", ".pcapng", ".pcap.gz", ".pcapng.gz"]
+            .iter()
+            .any(|ext| name.ends_with(ext));
+        if is_capture && !captures_dir().join(format!("{stem}.truth.json")).exists() {
+            missing.push(name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "captures without truth files: {missing:?}"
+    );
+}
