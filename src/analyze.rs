@@ -2,7 +2,7 @@
 
 use crate::capture::{CaptureError, CaptureReader, Frame, LinkType, Timestamp};
 use crate::decode::{self, DecodeError, Transport};
-use crate::detect::{self, Context, Findings};
+use crate::detect::{Context, Detectors, Thresholds};
 use crate::flow::{FlowLimits, FlowTable, Seen};
 use crate::report::{CaptureSummary, Finding, Report, Warnings};
 use crate::verdict;
@@ -13,6 +13,7 @@ use std::path::Path;
 #[derive(Clone, Debug)]
 pub struct Options {
     pub limits: FlowLimits,
+    pub thresholds: Thresholds,
     /// Findings kept per kind and server; the rest are counted in the summary.
     pub max_findings_per_group: u32,
 }
@@ -21,6 +22,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             limits: FlowLimits::default(),
+            thresholds: Thresholds::default(),
             max_findings_per_group: 100,
         }
     }
@@ -87,8 +89,11 @@ fn count(slot: &mut (u64, u64), frame: u64) {
 pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAnalysis {
     let name = reader.name().to_string();
     let mut warnings = Warnings::default();
-    let mut table = FlowTable::new(options.limits);
-    let mut findings = Findings::new(options.max_findings_per_group);
+    let mut table = FlowTable::new(FlowLimits {
+        mtu: options.thresholds.mtu,
+        ..options.limits
+    });
+    let mut detectors = Detectors::new(options.max_findings_per_group);
     let mut skipped = Skipped::default();
     let mut bytes = 0u64;
     let mut first_ts: Option<Timestamp> = None;
@@ -119,8 +124,20 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
                 return;
             }
         };
+        let at = Seen {
+            frame: frame.number,
+            ts: frame.ts,
+        };
         let seg = match packet.transport {
             Transport::Tcp(seg) => seg,
+            Transport::TooBig(msg) => {
+                if !msg.quoted_tcp
+                    || !table.note_too_big(msg.quoted_src, msg.quoted_dst, msg.next_hop_mtu, at)
+                {
+                    detectors.on_unmatched_too_big(&msg, at);
+                }
+                return;
+            }
             Transport::Fragment => {
                 count(&mut skipped.fragments, frame.number);
                 return;
@@ -129,6 +146,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         };
         let ctx = Context {
             capture: &name,
+            thresholds: &options.thresholds,
             now,
             at_capture_end: false,
         };
@@ -136,23 +154,22 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
             SocketAddr::new(packet.src, seg.src_port),
             SocketAddr::new(packet.dst, seg.dst_port),
             &seg,
-            Seen {
-                frame: frame.number,
-                ts: frame.ts,
-            },
+            at,
             &mut |_, _, _| {},
-            &mut |conn, _| detect::on_connection(&conn, &ctx, &mut findings),
+            &mut |conn, _| detectors.on_connection(&conn, &ctx),
         );
     });
 
     let ctx = Context {
         capture: &name,
+        thresholds: &options.thresholds,
         now,
         at_capture_end: true,
     };
     table.finish(&mut |_, _, _| {}, &mut |conn, _| {
-        detect::on_connection(&conn, &ctx, &mut findings)
+        detectors.on_connection(&conn, &ctx)
     });
+    let findings = detectors.finish(&ctx);
 
     for (lt, (n, first)) in &skipped.unsupported {
         warnings.push(

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use lbdiag::capture::Duration;
+use lbdiag::detect::Thresholds;
 use lbdiag::flow::FlowLimits;
 use lbdiag::render::text::Style;
 use lbdiag::{FailOn, Options, Severity};
@@ -73,6 +74,18 @@ struct AnalyzeArgs {
     /// Out-of-order bytes held across all connections.
     #[arg(long, default_value_t = 256 << 20)]
     max_ooo_total: usize,
+    /// Path MTU in bytes: IP packets larger than this are reported as oversize.
+    #[arg(long, default_value_t = 1500)]
+    mtu: u32,
+    /// Percent of a direction's data segments retransmitted before packet loss is reported.
+    #[arg(long, default_value_t = 3.0)]
+    loss_threshold: f64,
+    /// Handshake round-trip time in milliseconds before it is reported as high.
+    #[arg(long, default_value_t = 300)]
+    rtt_threshold: u32,
+    /// Longest zero-window stall in milliseconds before it is reported.
+    #[arg(long, default_value_t = 1000)]
+    zero_window_threshold: u32,
     /// Findings listed per kind and server; further ones are only counted.
     #[arg(long, default_value_t = 100)]
     max_findings: u32,
@@ -104,6 +117,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             max_ooo_per_connection: args.max_ooo_per_conn,
             max_ooo_total: args.max_ooo_total,
             ..FlowLimits::default()
+        },
+        thresholds: Thresholds {
+            mtu: args.mtu,
+            loss_rate: args.loss_threshold / 100.0,
+            rtt: Duration::from_millis(args.rtt_threshold as i64),
+            zero_window: Duration::from_millis(args.zero_window_threshold as i64),
+            ..Thresholds::default()
         },
         max_findings_per_group: args.max_findings.max(1),
     };

@@ -2,6 +2,7 @@
 //! read a TCP trace: what went wrong, where, and what a load balancer would answer.
 
 use crate::report::{CaptureSummary, Finding, Kind, Severity};
+use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
 fn plural(n: usize, one: &str, many: &str) -> String {
@@ -12,53 +13,84 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     }
 }
 
-fn sentence(kind: Kind, by: Option<&str>, server: &str, n: usize) -> String {
-    match (kind, by) {
-        (Kind::HandshakeRefused, _) => format!(
+fn number(f: &Finding, key: &str) -> f64 {
+    f.evidence.get(key).and_then(|v| v.as_f64()).unwrap_or(0.0)
+}
+
+fn text<'a>(f: &'a Finding, key: &str) -> &'a str {
+    f.evidence.get(key).and_then(|v| v.as_str()).unwrap_or("")
+}
+
+/// One sentence about `n` findings like `f`.
+fn sentence(f: &Finding, n: usize) -> String {
+    let server = &f.flow.server;
+    let them = if n == 1 { "it" } else { "them" };
+    match f.kind {
+        Kind::HandshakeRefused => format!(
             "{} to {server} {} refused: nothing accepted connections on that port (or a firewall rejected them), which a load balancer reports as 502.",
             plural(n, "connection", "connections"),
             if n == 1 { "was" } else { "were" }
         ),
-        (Kind::SynUnanswered, _) => format!(
-            "{} to {server} got no answer at all, as if a firewall silently dropped {} or the host was down; a load balancer reports this as 504 or 502.",
+        Kind::SynUnanswered => format!(
+            "{} to {server} got no answer at all, as if a firewall silently dropped {them} or the host was down; a load balancer reports this as 504 or 502.",
             plural(n, "connection attempt", "connection attempts"),
-            if n == 1 { "it" } else { "them" }
         ),
-        (Kind::ConnectionReset, Some("server")) => format!(
+        Kind::ConnectionReset if text(f, "by") == "server" => format!(
             "The server {server} abruptly reset {} while a request was waiting for its answer; a load balancer reports this as 502.",
             plural(n, "connection", "connections")
         ),
-        (Kind::ConnectionReset, _) => format!(
+        Kind::ConnectionReset => format!(
             "The client gave up on {} to {server} before the answer came (a load balancer logs this as 499).",
             plural(n, "connection", "connections")
         ),
-        (other, _) => format!("{} {} finding(s) for {server}.", n, other),
+        Kind::SynRetransmitted => format!(
+            "{server} let {} wait for the client to resend its SYN while answering others at once: its accept queue is full, which shows up as 502s and slow first bytes behind a load balancer.",
+            plural(n, "connection", "connections")
+        ),
+        Kind::MtuBlackhole => format!(
+            "Large packets to or from {server} vanish while small ones get through ({} bytes never arrived): the path MTU is smaller than the packets and the ICMP message that would say so is blocked, so health checks pass but long requests fail with 502 or 504.",
+            number(f, "unacknowledged_ip_len")
+        ),
+        Kind::PacketLoss => format!(
+            "Packets are being lost between {} and {server} ({:.1}% retransmitted), stretching exchanges into timeouts (504, 408 or 499).",
+            f.flow.client,
+            number(f, "retransmission_rate") * 100.0
+        ),
+        Kind::HighRtt => format!(
+            "The round trip between {} and {server} is slow ({:.0} ms for the handshake), so every exchange is slow; clients may give up (499) or requests time out (408).",
+            f.flow.client,
+            number(f, "rtt_ms")
+        ),
+        Kind::ZeroWindow => format!(
+            "The {} stopped reading for up to {:.1} s on {}, stalling the transfer (504 or 408 once a timeout hits).",
+            text(f, "receiver"),
+            number(f, "longest_ms") / 1000.0,
+            plural(n, "connection", "connections")
+        ),
+        Kind::OversizePacket => format!(
+            "Packets larger than the MTU were sent toward {server} and never acknowledged: a link on the path has a smaller MTU."
+        ),
+        other => format!("{} {} finding(s) for {server}.", n, other),
     }
 }
 
+/// Problems that read as one sentence: same severity, kind, actor and server.
+type GroupKey = (Reverse<Severity>, Kind, String, String);
+
 pub fn verdict(capture: &CaptureSummary, findings: &[Finding]) -> String {
-    let mut groups: BTreeMap<(std::cmp::Reverse<Severity>, Kind, String, String), usize> =
-        BTreeMap::new();
+    // Group problems by severity, kind, who acted and server; keep the first as the example.
+    let mut groups: BTreeMap<GroupKey, (usize, &Finding)> = BTreeMap::new();
     for f in findings.iter().filter(|f| f.severity >= Severity::Warning) {
-        let by = f
-            .evidence
-            .get("by")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string();
-        *groups
-            .entry((
-                std::cmp::Reverse(f.severity),
-                f.kind,
-                by,
-                f.flow.server.clone(),
-            ))
-            .or_default() += 1;
+        let by = text(f, "by").to_string();
+        groups
+            .entry((Reverse(f.severity), f.kind, by, f.flow.server.clone()))
+            .or_insert((0, f))
+            .0 += 1;
     }
     let mut text = if groups.is_empty() {
         let infos = findings.len();
         format!(
-            "No failed handshakes or broken connections among {}{}.",
+            "No failed handshakes, broken connections or network trouble among {}{}.",
             plural(
                 capture.connections as usize,
                 "TCP connection",
@@ -76,11 +108,11 @@ pub fn verdict(capture: &CaptureSummary, findings: &[Finding]) -> String {
     } else {
         // The worst problem first; a second sentence only when there is a second problem.
         let mut ranked: Vec<_> = groups.into_iter().collect();
-        ranked.sort_by_key(|(key, n)| (key.0, std::cmp::Reverse(*n)));
+        ranked.sort_by_key(|(key, (n, _))| (key.0, Reverse(*n)));
         let parts: Vec<String> = ranked
             .iter()
             .take(2)
-            .map(|((_, kind, by, server), n)| sentence(*kind, Some(by.as_str()), server, *n))
+            .map(|(_, (n, example))| sentence(example, *n))
             .collect();
         let mut t = parts.join(" ");
         if ranked.len() > 2 {

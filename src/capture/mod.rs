@@ -74,6 +74,7 @@ pub struct CaptureReader {
     capacity: usize,
     pub info: CaptureInfo,
     oversized_caplen_frames: u64,
+    invalid_ts_frames: u64,
 }
 
 /// Makes every `read` fill the caller's buffer unless the stream ends: pcap-parser probes the
@@ -192,6 +193,7 @@ impl CaptureReader {
                 ..CaptureInfo::default()
             },
             oversized_caplen_frames: 0,
+            invalid_ts_frames: 0,
         })
     }
 
@@ -249,13 +251,27 @@ impl CaptureReader {
                                     );
                                 }
                             }
-                            Some(Frame {
-                                number: 0,
-                                ts: Timestamp::from_parts(
+                            let ts = if (record.ts_usec as u64) < iface.units_per_sec {
+                                Timestamp::from_parts(
                                     record.ts_sec as i64,
                                     record.ts_usec as u64,
                                     iface.units_per_sec,
-                                ),
+                                )
+                            } else {
+                                // A fraction of a second that is a second or more: the clock
+                                // field is corrupt, so keep time still rather than invent it.
+                                self.invalid_ts_frames += 1;
+                                if self.invalid_ts_frames == 1 {
+                                    warnings.push(
+                                        Some(self.next_frame_number),
+                                        format!("invalid timestamp (fraction {} is a second or more); the previous frame's time is used", record.ts_usec),
+                                    );
+                                }
+                                self.last_ts
+                            };
+                            Some(Frame {
+                                number: 0,
+                                ts,
                                 link_type: iface.link_type,
                                 data: record.data,
                                 orig_len: record.origlen.max(record.data.len() as u32),
@@ -412,6 +428,12 @@ impl CaptureReader {
                     break;
                 }
             }
+        }
+        if self.invalid_ts_frames > 1 {
+            warnings.push(
+                None,
+                format!("{} frames have invalid timestamps", self.invalid_ts_frames),
+            );
         }
         if self.oversized_caplen_frames > 1 {
             warnings.push(

@@ -56,11 +56,27 @@ pub struct TcpSegment<'a> {
     pub payload: &'a [u8],
     /// The payload length on the wire; more than `payload.len()` when the snaplen cut it.
     pub wire_payload_len: u32,
+    /// Length of the IP packet carrying the segment, on the wire.
+    pub ip_len: u32,
+    pub dont_fragment: bool,
+}
+
+/// ICMP "fragmentation needed" (v4) or "packet too big" (v6): a router's word that a packet
+/// did not fit the next hop, naming the packet by the headers it quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooBig {
+    pub next_hop_mtu: u32,
+    /// Source and destination of the quoted packet (the one that was too big).
+    pub quoted_src: std::net::SocketAddr,
+    pub quoted_dst: std::net::SocketAddr,
+    /// The quoted packet was TCP (else the ports are meaningless).
+    pub quoted_tcp: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub enum Transport<'a> {
     Tcp(TcpSegment<'a>),
+    TooBig(TooBig),
     /// A non-first IP fragment, or a first one whose transport header we will not trust.
     Fragment,
     Other,
@@ -70,6 +86,10 @@ pub enum Transport<'a> {
 pub struct Packet<'a> {
     pub src: IpAddr,
     pub dst: IpAddr,
+    /// Length of the IP packet on the wire, headers included.
+    pub ip_len: u32,
+    /// IPv4 Don't Fragment; always true for IPv6, where routers never fragment.
+    pub dont_fragment: bool,
     pub transport: Transport<'a>,
 }
 
@@ -80,26 +100,35 @@ pub fn decode<'a>(frame: &Frame<'a>) -> Result<Option<Packet<'a>>, DecodeError> 
         Network::NotIp => return Ok(None),
     };
     let sliced = LaxSlicedPacket::from_ip(ip).map_err(|_| DecodeError::Malformed("IP header"))?;
-    let (src, dst, fragmented) = match &sliced.net {
+    let missing_on_capture = frame.orig_len.saturating_sub(frame.data.len() as u32);
+    // A zero length field means a segmentation-offload super-frame (BIG TCP, jumbograms):
+    // the real length is what the capture holds plus what the snaplen cut.
+    let on_wire = ip.len() as u32 + missing_on_capture;
+    let (src, dst, fragmented, ip_len, dont_fragment) = match &sliced.net {
         Some(LaxNetSlice::Ipv4(v4)) => {
             let h = v4.header();
+            let total = h.total_len() as u32;
             (
                 IpAddr::V4(h.source_addr()),
                 IpAddr::V4(h.destination_addr()),
                 v4.is_payload_fragmented(),
+                if total == 0 { on_wire } else { total },
+                h.dont_fragment(),
             )
         }
         Some(LaxNetSlice::Ipv6(v6)) => {
             let h = v6.header();
+            let payload = h.payload_length() as u32;
             (
                 IpAddr::V6(h.source_addr()),
                 IpAddr::V6(h.destination_addr()),
                 v6.is_payload_fragmented(),
+                if payload == 0 { on_wire } else { payload + 40 },
+                true,
             )
         }
         _ => return Ok(None),
     };
-    let missing_on_capture = frame.orig_len.saturating_sub(frame.data.len() as u32);
     let transport = if fragmented {
         Transport::Fragment
     } else {
@@ -122,7 +151,18 @@ pub fn decode<'a>(frame: &Frame<'a>) -> Result<Option<Packet<'a>>, DecodeError> 
                     window: tcp.window_size(),
                     payload,
                     wire_payload_len,
+                    ip_len,
+                    dont_fragment,
                 })
+            }
+            Some(TransportSlice::Icmpv4(icmp)) if icmp.type_u8() == 3 && icmp.code_u8() == 4 => {
+                let b = icmp.bytes5to8();
+                let mtu = u16::from_be_bytes([b[2], b[3]]) as u32;
+                quoted(icmp.payload(), mtu).map_or(Transport::Other, Transport::TooBig)
+            }
+            Some(TransportSlice::Icmpv6(icmp)) if icmp.type_u8() == 2 => {
+                let mtu = u32::from_be_bytes(icmp.bytes5to8());
+                quoted(icmp.payload(), mtu).map_or(Transport::Other, Transport::TooBig)
             }
             Some(_) => Transport::Other,
             None => match &sliced.stop_err {
@@ -136,6 +176,47 @@ pub fn decode<'a>(frame: &Frame<'a>) -> Result<Option<Packet<'a>>, DecodeError> 
     Ok(Some(Packet {
         src,
         dst,
+        ip_len,
+        dont_fragment,
         transport,
     }))
+}
+
+/// The addresses and ports of the packet an ICMP error quotes (its IP header and at least the
+/// first 8 bytes of its transport header, by RFC 792 / RFC 4443).
+fn quoted(inner: &[u8], next_hop_mtu: u32) -> Option<TooBig> {
+    let version = inner.first()? >> 4;
+    let (src, dst, proto, l4) = match version {
+        4 => {
+            let ihl = (inner[0] & 0x0f) as usize * 4;
+            let h = inner.get(..20)?;
+            let src = std::net::Ipv4Addr::new(h[12], h[13], h[14], h[15]);
+            let dst = std::net::Ipv4Addr::new(h[16], h[17], h[18], h[19]);
+            (
+                IpAddr::V4(src),
+                IpAddr::V4(dst),
+                h[9],
+                inner.get(ihl.max(20)..)?,
+            )
+        }
+        6 => {
+            let h = inner.get(..40)?;
+            let src: [u8; 16] = h[8..24].try_into().ok()?;
+            let dst: [u8; 16] = h[24..40].try_into().ok()?;
+            (
+                IpAddr::V6(src.into()),
+                IpAddr::V6(dst.into()),
+                h[6],
+                &inner[40..],
+            )
+        }
+        _ => return None,
+    };
+    let ports = l4.get(..4)?;
+    Some(TooBig {
+        next_hop_mtu,
+        quoted_src: std::net::SocketAddr::new(src, u16::from_be_bytes([ports[0], ports[1]])),
+        quoted_dst: std::net::SocketAddr::new(dst, u16::from_be_bytes([ports[2], ports[3]])),
+        quoted_tcp: proto == 6,
+    })
 }

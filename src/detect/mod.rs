@@ -1,17 +1,51 @@
 //! Detectors: each reads the facts a finalized connection carries and turns what is wrong with
 //! it into findings tied to the status codes they explain.
 
+mod accept_queue;
 mod handshake;
+mod icmp;
 mod reset;
+mod transport;
 
-use crate::capture::Timestamp;
-use crate::flow::Connection;
+use crate::capture::{Duration, Timestamp};
+use crate::decode::TooBig;
+use crate::flow::{Connection, Seen};
 use crate::report::{Cause, Finding, Flow, Kind, Severity};
 use std::collections::HashMap;
+
+/// Where each transport finding starts; flags with these defaults.
+#[derive(Clone, Copy, Debug)]
+pub struct Thresholds {
+    /// IP packets above this are oversize (`--mtu`).
+    pub mtu: u32,
+    /// Share of a direction's data segments retransmitted (`--loss-threshold`, percent).
+    pub loss_rate: f64,
+    /// Loss needs at least this many retransmissions and data segments to be judged at all.
+    pub loss_min_retransmissions: u32,
+    pub loss_min_segments: u64,
+    /// Handshake round trip (`--rtt-threshold`, ms).
+    pub rtt: Duration,
+    /// Longest zero-window stall (`--zero-window-threshold`, ms).
+    pub zero_window: Duration,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            mtu: 1500,
+            loss_rate: 0.03,
+            loss_min_retransmissions: 3,
+            loss_min_segments: 10,
+            rtt: Duration::from_millis(300),
+            zero_window: Duration::from_secs(1),
+        }
+    }
+}
 
 /// What a detector knows besides the connection itself.
 pub struct Context<'a> {
     pub capture: &'a str,
+    pub thresholds: &'a Thresholds,
     /// The latest capture time seen when the connection was finalized.
     pub now: Timestamp,
     /// The connection was finalized because the capture ended, not because it closed or idled.
@@ -51,10 +85,40 @@ impl Findings {
     }
 }
 
-/// Runs every connection detector on a finalized connection.
-pub fn on_connection(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
-    handshake::detect(conn, ctx, out);
-    reset::detect(conn, ctx, out);
+/// Every detector of a capture, with the state the ones that compare connections keep.
+pub struct Detectors {
+    pub findings: Findings,
+    accept_queue: accept_queue::AcceptQueue,
+    icmp: icmp::Unmatched,
+}
+
+impl Detectors {
+    pub fn new(max_findings_per_group: u32) -> Detectors {
+        Detectors {
+            findings: Findings::new(max_findings_per_group),
+            accept_queue: accept_queue::AcceptQueue::default(),
+            icmp: icmp::Unmatched::default(),
+        }
+    }
+
+    /// Runs every connection detector on a finalized connection.
+    pub fn on_connection(&mut self, conn: &Connection, ctx: &Context<'_>) {
+        handshake::detect(conn, ctx, &mut self.findings);
+        reset::detect(conn, ctx, &mut self.findings);
+        transport::detect(conn, ctx, &mut self.findings);
+        self.accept_queue.on_connection(conn, ctx);
+    }
+
+    /// An ICMP too-big message about a packet of no connection in the capture.
+    pub fn on_unmatched_too_big(&mut self, msg: &TooBig, at: Seen) {
+        self.icmp.note(msg, at);
+    }
+
+    pub fn finish(mut self, ctx: &Context<'_>) -> Findings {
+        self.accept_queue.finish(&mut self.findings);
+        self.icmp.finish(ctx, &mut self.findings);
+        self.findings
+    }
 }
 
 /// What a detector decides about a connection; [`Draft::finish`] adds what every finding shares.
@@ -78,6 +142,14 @@ impl Draft {
             _ => serde_json::Map::new(),
         };
         evidence.insert("connection".into(), conn.serial.into());
+        let missing = conn.uncaptured_bytes();
+        if missing > 0 && self.kind != Kind::CaptureGap {
+            evidence.insert(
+                "confidence".into(),
+                format!("lower: the capture is missing {missing} byte(s) of this connection")
+                    .into(),
+            );
+        }
         if !conn.start_captured() {
             evidence.insert("start_captured".into(), false.into());
             let how = match conn.roles {

@@ -2,6 +2,7 @@
 //! when, and how it ended. Detectors read these facts when the connection is finalized.
 
 use super::reassembly::{Budget, Reassembler, StreamEvent};
+use super::transport::TcpStats;
 use crate::capture::{Duration, Timestamp};
 use crate::decode::TcpSegment;
 use crate::flow::SeqNumber;
@@ -84,6 +85,7 @@ pub struct Side {
     pub last_data: Option<Seen>,
     pub fin: Option<Seen>,
     pub stream: Reassembler,
+    pub tcp: TcpStats,
 }
 
 /// The first reset that ended the connection.
@@ -148,6 +150,15 @@ pub struct Connection {
     /// The server answered a SYN with RST (no SYN-ACK yet at that point).
     pub handshake_rst: Option<Seen>,
     pub established: bool,
+    /// The SYN the first SYN-ACK answered, and the client's first ACK after it: their distance
+    /// is the round trip at any vantage point on the path.
+    pub rtt_syn: Option<Seen>,
+    pub rtt_ack: Option<Seen>,
+    /// ICMP "fragmentation needed" / "packet too big" messages about this connection's packets.
+    pub too_big: FrameList,
+    pub too_big_mtu: u32,
+    /// Which side's packets the ICMP messages were about.
+    pub too_big_for: Option<Role>,
     pub resets: FrameList,
     pub reset: Option<Reset>,
     pub to_server: Side,
@@ -174,6 +185,11 @@ impl Connection {
             syn_acks: FrameList::default(),
             handshake_rst: None,
             established: false,
+            rtt_syn: None,
+            rtt_ack: None,
+            too_big: FrameList::default(),
+            too_big_mtu: 0,
+            too_big_for: None,
             resets: FrameList::default(),
             reset: None,
             to_server: Side::default(),
@@ -186,6 +202,18 @@ impl Connection {
             serial: self.serial,
             client: self.client,
             server: self.server,
+        }
+    }
+
+    /// Bytes of this connection the capture does not hold (lost to capture drops or snaplen).
+    pub fn uncaptured_bytes(&self) -> u64 {
+        self.to_server.stream.gap_bytes + self.to_client.stream.gap_bytes
+    }
+
+    pub fn side(&self, from: Role) -> &Side {
+        match from {
+            Role::Client => &self.to_server,
+            Role::Server => &self.to_client,
         }
     }
 
@@ -211,12 +239,14 @@ impl Connection {
         }
     }
 
-    /// Applies one segment sent by `from`. Stream bytes go to `sink`.
+    /// Applies one segment sent by `from`. Stream bytes go to `sink`. `mtu` is the path MTU
+    /// packets are measured against.
     pub fn on_segment(
         &mut self,
         from: Role,
         seg: &TcpSegment<'_>,
         at: Seen,
+        mtu: u32,
         budget: &mut Budget,
         sink: &mut dyn FnMut(Role, StreamEvent<'_>),
     ) {
@@ -227,18 +257,38 @@ impl Connection {
             self.client_isn.get_or_insert(seg.seq);
             self.to_server.stream.start_at(seg.seq.plus(1));
         } else if flags.syn() && flags.ack() && from == Role::Server {
+            if self.syn_acks.count == 0 {
+                self.rtt_syn = self.syns.last;
+            }
             self.syn_acks.push(at);
             self.to_client.stream.start_at(seg.seq.plus(1));
         } else if !flags.syn() && !flags.rst() && self.syn_acks.count > 0 {
             self.established = true;
+            if from == Role::Client && flags.ack() && self.rtt_ack.is_none() {
+                self.rtt_ack = Some(at);
+            }
         }
 
         if flags.rst() {
             self.on_reset(from, at);
         }
 
+        if flags.ack() && !flags.rst() {
+            let peer = match from {
+                Role::Client => &mut self.to_client,
+                Role::Server => &mut self.to_server,
+            };
+            peer.tcp.on_peer_ack(seg.ack);
+        }
         let side = self.side_mut(from);
         side.packets += 1;
+        if seg.ip_len > mtu {
+            side.tcp.on_oversize(seg.ip_len, seg.dont_fragment, at);
+        }
+        if flags.ack() && !flags.syn() && !flags.rst() {
+            let pure = seg.wire_payload_len == 0 && !flags.fin();
+            side.tcp.on_own_ack(seg.ack, seg.window, pure, at);
+        }
         if seg.wire_payload_len > 0 && !flags.rst() {
             side.payload_bytes += seg.wire_payload_len as u64;
             side.first_data.get_or_insert(at);
@@ -249,6 +299,7 @@ impl Connection {
             } else {
                 seg.seq
             };
+            side.tcp.on_data(seq, seg.wire_payload_len, seg.ip_len, at);
             side.stream.segment(
                 seq,
                 seg.payload,
@@ -304,12 +355,14 @@ impl Connection {
         }
     }
 
-    /// Ends both streams, delivering held bytes and gaps.
+    /// Ends both streams, delivering held bytes and gaps, and closes open measurements.
     pub fn finish_streams(
         &mut self,
         budget: &mut Budget,
         sink: &mut dyn FnMut(Role, StreamEvent<'_>),
     ) {
+        self.to_server.tcp.finish(self.last);
+        self.to_client.tcp.finish(self.last);
         self.to_server
             .stream
             .finish(budget, &mut |ev| sink(Role::Client, ev));

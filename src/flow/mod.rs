@@ -4,6 +4,7 @@ mod connection;
 mod reassembly;
 mod seq;
 mod table;
+mod transport;
 
 pub use connection::{
     ConnRef, Connection, FrameList, IDLE_AFTER, Reset, Role, RoleSource, Seen, Side, TcpPhase,
@@ -11,3 +12,4 @@ pub use connection::{
 pub use reassembly::{Budget, Reassembler, StreamEvent};
 pub use seq::SeqNumber;
 pub use table::{FlowLimits, FlowStats, FlowTable};
+pub use transport::TcpStats;

@@ -60,6 +60,7 @@ pub struct Reassembler {
     pub delivered_bytes: u64,
     pub gap_bytes: u64,
     pub gaps: u32,
+    pub first_gap_frame: Option<u64>,
     pub retransmitted_bytes: u64,
     pub implausible_segments: u32,
 }
@@ -174,6 +175,7 @@ impl Reassembler {
         self.offset += len;
         self.gap_bytes += len;
         self.gaps += 1;
+        self.first_gap_frame.get_or_insert(frame);
         self.next = Some(to);
     }
 
@@ -231,6 +233,7 @@ impl Reassembler {
             self.offset += cut;
             self.gap_bytes += cut;
             self.gaps += 1;
+            self.first_gap_frame.get_or_insert(frame);
         }
         let next = self.next.unwrap_or_default();
         self.next = Some(next.plus(on_wire as u32));

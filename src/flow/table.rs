@@ -20,6 +20,8 @@ pub struct FlowLimits {
     pub max_connections: usize,
     pub max_ooo_per_connection: usize,
     pub max_ooo_total: usize,
+    /// Packets larger than this (IP length) are oversize.
+    pub mtu: u32,
 }
 
 impl Default for FlowLimits {
@@ -30,6 +32,7 @@ impl Default for FlowLimits {
             max_connections: 1_000_000,
             max_ooo_per_connection: 1 << 20,
             max_ooo_total: 256 << 20,
+            mtu: 1500,
         }
     }
 }
@@ -175,9 +178,38 @@ impl FlowTable {
             Role::Server
         };
         let id = conn.id();
-        conn.on_segment(from, seg, at, &mut self.budget, &mut |role, ev| {
-            stream(id, role, ev)
-        });
+        conn.on_segment(
+            from,
+            seg,
+            at,
+            self.limits.mtu,
+            &mut self.budget,
+            &mut |role, ev| stream(id, role, ev),
+        );
+    }
+
+    /// Records an ICMP too-big message on the connection whose packet it quotes. Returns false
+    /// when no live connection matches.
+    pub fn note_too_big(
+        &mut self,
+        sender: SocketAddr,
+        receiver: SocketAddr,
+        mtu: u32,
+        at: Seen,
+    ) -> bool {
+        match self.live.get_mut(&FlowKey::new(sender, receiver)) {
+            Some(conn) => {
+                conn.too_big.push(at);
+                conn.too_big_mtu = mtu;
+                conn.too_big_for = Some(if sender == conn.client {
+                    Role::Client
+                } else {
+                    Role::Server
+                });
+                true
+            }
+            None => false,
+        }
     }
 
     fn expire(
@@ -293,6 +325,8 @@ mod test {
                 window: 1000,
                 payload,
                 wire_payload_len: payload.len() as u32,
+                ip_len: 40 + payload.len() as u32,
+                dont_fragment: true,
             };
             let at = Seen {
                 frame: i as u64 + 1,
@@ -427,6 +461,8 @@ mod test {
             window: 0,
             payload: b"",
             wire_payload_len: 0,
+            ip_len: 40,
+            dont_fragment: true,
         };
         let at = |f: u64, s: i64| Seen {
             frame: f,
@@ -462,6 +498,8 @@ mod test {
                 window: 0,
                 payload: b"",
                 wire_payload_len: 0,
+                ip_len: 40,
+                dont_fragment: true,
             };
             let at = Seen {
                 frame: port as u64,

@@ -207,11 +207,7 @@ fn render_finding(f: &Finding, style: Style, w: &mut dyn Write) -> io::Result<()
             .as_deref()
             .map(|u| format!(", upstream_status {u}"))
             .unwrap_or_default();
-        let label = if i == 0 {
-            "Why".to_string()
-        } else {
-            format!("Or {}", cause.status)
-        };
+        let label = if i == 0 { "Why" } else { "Or" };
         writeln!(
             w,
             "    {label} ({}{upstream}): {}",
