@@ -9,7 +9,19 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Kinds lbdiag produces today; expectations for other kinds are not checked yet.
-const IMPLEMENTED: &[&str] = &["handshake_refused", "syn_unanswered", "connection_reset"];
+const IMPLEMENTED: &[&str] = &[
+    "handshake_refused",
+    "syn_unanswered",
+    "connection_reset",
+    "syn_retransmitted",
+    "oversize_packet",
+    "mtu_blackhole",
+    "icmp_frag_needed",
+    "packet_loss",
+    "high_rtt",
+    "zero_window",
+    "capture_gap",
+];
 
 #[test]
 fn corpus_is_analyzed_without_panic_or_hang() {

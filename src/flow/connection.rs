@@ -304,7 +304,7 @@ impl Connection {
                 seq,
                 seg.payload,
                 seg.wire_payload_len,
-                at.frame,
+                at,
                 budget,
                 &mut |ev| sink(from, ev),
             );

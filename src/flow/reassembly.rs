@@ -4,6 +4,7 @@
 //! connection ends with holes, the holes are delivered as gaps so consumers can resynchronise.
 
 use super::SeqNumber;
+use super::connection::Seen;
 
 /// What a protocol analyzer sees of one direction, in stream order.
 #[derive(Debug, PartialEq, Eq)]
@@ -11,10 +12,10 @@ pub enum StreamEvent<'a> {
     Data {
         offset: u64,
         bytes: &'a [u8],
-        frame: u64,
+        at: Seen,
     },
     /// Bytes the sender sent that the capture does not hold (dropped, snaplen, or over budget).
-    Gap { offset: u64, len: u64, frame: u64 },
+    Gap { offset: u64, len: u64, at: Seen },
 }
 
 /// Out-of-order bytes held across all connections, shared by every reassembler of a capture.
@@ -44,7 +45,7 @@ struct Held {
     data: Vec<u8>,
     /// Length on the wire; the part beyond `data` was cut by the snaplen.
     wire_len: u32,
-    frame: u64,
+    at: Seen,
 }
 
 /// A segment that starts this far past the expected sequence number is not from this stream
@@ -91,7 +92,7 @@ impl Reassembler {
         seq: SeqNumber,
         payload: &[u8],
         wire_len: u32,
-        frame: u64,
+        at: Seen,
         budget: &mut Budget,
         sink: &mut dyn FnMut(StreamEvent<'_>),
     ) {
@@ -111,7 +112,7 @@ impl Reassembler {
         if rel <= 0 {
             let skip = (-rel) as u32;
             self.retransmitted_bytes += skip as u64;
-            self.deliver(payload, wire_len, skip, frame, sink);
+            self.deliver(payload, wire_len, skip, at, sink);
             self.drain(budget, sink);
             return;
         }
@@ -119,19 +120,19 @@ impl Reassembler {
         let cost = payload.len();
         if self.held_bytes + cost > budget.per_connection || budget.held + cost > budget.total {
             budget.exhausted += 1;
-            self.give_up_hole(next, seq, frame, sink);
-            self.deliver(payload, wire_len, 0, frame, sink);
+            self.give_up_hole(next, seq, at, sink);
+            self.deliver(payload, wire_len, 0, at, sink);
             self.drain(budget, sink);
             return;
         }
-        let at = self.held.partition_point(|h| h.seq.diff(seq) <= 0);
+        let index = self.held.partition_point(|h| h.seq.diff(seq) <= 0);
         self.held.insert(
-            at,
+            index,
             Held {
                 seq,
                 data: payload.to_vec(),
                 wire_len,
-                frame,
+                at,
             },
         );
         self.held_bytes += cost;
@@ -145,7 +146,7 @@ impl Reassembler {
             self.release(&held, budget);
             let next = self.next.unwrap_or(held.seq);
             if held.seq.diff(next) > 0 {
-                self.give_up_hole(next, held.seq, held.frame, sink);
+                self.give_up_hole(next, held.seq, held.at, sink);
             }
             self.deliver_held(held, sink);
         }
@@ -160,7 +161,7 @@ impl Reassembler {
         &mut self,
         from: SeqNumber,
         to: SeqNumber,
-        frame: u64,
+        at: Seen,
         sink: &mut dyn FnMut(StreamEvent<'_>),
     ) {
         let len = to.diff(from).max(0) as u64;
@@ -170,12 +171,12 @@ impl Reassembler {
         sink(StreamEvent::Gap {
             offset: self.offset,
             len,
-            frame,
+            at,
         });
         self.offset += len;
         self.gap_bytes += len;
         self.gaps += 1;
-        self.first_gap_frame.get_or_insert(frame);
+        self.first_gap_frame.get_or_insert(at.frame);
         self.next = Some(to);
     }
 
@@ -199,7 +200,7 @@ impl Reassembler {
             return;
         }
         let skip = (-rel).max(0) as u32;
-        self.deliver(&held.data, held.wire_len, skip, held.frame, sink);
+        self.deliver(&held.data, held.wire_len, skip, held.at, sink);
     }
 
     /// Delivers a segment that starts at or before the expected byte, skipping `skip` bytes
@@ -209,7 +210,7 @@ impl Reassembler {
         payload: &[u8],
         wire_len: u32,
         skip: u32,
-        frame: u64,
+        at: Seen,
         sink: &mut dyn FnMut(StreamEvent<'_>),
     ) {
         let captured = payload.get(skip as usize..).unwrap_or(&[]);
@@ -217,7 +218,7 @@ impl Reassembler {
             sink(StreamEvent::Data {
                 offset: self.offset,
                 bytes: captured,
-                frame,
+                at,
             });
             self.offset += captured.len() as u64;
             self.delivered_bytes += captured.len() as u64;
@@ -228,12 +229,12 @@ impl Reassembler {
             sink(StreamEvent::Gap {
                 offset: self.offset,
                 len: cut,
-                frame,
+                at,
             });
             self.offset += cut;
             self.gap_bytes += cut;
             self.gaps += 1;
-            self.first_gap_frame.get_or_insert(frame);
+            self.first_gap_frame.get_or_insert(at.frame);
         }
         let next = self.next.unwrap_or_default();
         self.next = Some(next.plus(on_wire as u32));
@@ -243,6 +244,14 @@ impl Reassembler {
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::capture::Timestamp;
+
+    fn seen(frame: u64) -> Seen {
+        Seen {
+            frame,
+            ts: Timestamp(frame as i64),
+        }
+    }
 
     #[derive(Debug, PartialEq)]
     enum Ev {
@@ -263,7 +272,7 @@ mod test {
                 SeqNumber(*seq),
                 data,
                 data.len() as u32,
-                i as u64 + 1,
+                seen(i as u64 + 1),
                 budget,
                 &mut sink,
             );
@@ -359,8 +368,8 @@ mod test {
                 got.extend_from_slice(bytes)
             }
         };
-        r.segment(SeqNumber(0), b"def", 3, 2, &mut budget, &mut sink);
-        r.segment(start, b"abc", 3, 1, &mut budget, &mut sink);
+        r.segment(SeqNumber(0), b"def", 3, seen(2), &mut budget, &mut sink);
+        r.segment(start, b"abc", 3, seen(1), &mut budget, &mut sink);
         assert_eq!(got, b"abcdef");
     }
 
@@ -374,8 +383,8 @@ mod test {
             StreamEvent::Data { offset, bytes, .. } => out.push(Ev::D(offset, bytes.to_vec())),
             StreamEvent::Gap { offset, len, .. } => out.push(Ev::G(offset, len)),
         };
-        r.segment(SeqNumber(0), b"ab", 10, 1, &mut budget, &mut sink);
-        r.segment(SeqNumber(10), b"z", 1, 2, &mut budget, &mut sink);
+        r.segment(SeqNumber(0), b"ab", 10, seen(1), &mut budget, &mut sink);
+        r.segment(SeqNumber(10), b"z", 1, seen(2), &mut budget, &mut sink);
         assert_eq!(
             out,
             vec![
