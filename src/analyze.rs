@@ -3,10 +3,15 @@
 use crate::capture::{CaptureError, CaptureReader, Frame, LinkType, Timestamp};
 use crate::decode::{self, DecodeError, Transport};
 use crate::detect::{Context, Detectors, Thresholds};
-use crate::flow::{FlowLimits, FlowTable, Seen};
-use crate::report::{CaptureSummary, Finding, Report, Warnings};
+use crate::flow::{
+    ConnRef, Connection, FlowLimits, FlowObserver, FlowTable, Role, Seen, StreamEvent,
+};
+use crate::proto::http::{HttpConn, HttpLimits};
+use crate::report::{
+    CaptureSummary, ConnectionReport, Finding, Report, TransactionReport, Warnings,
+};
 use crate::verdict;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -14,6 +19,9 @@ use std::path::Path;
 pub struct Options {
     pub limits: FlowLimits,
     pub thresholds: Thresholds,
+    pub http: HttpLimits,
+    /// Include each connection's HTTP transactions in the report.
+    pub transactions: bool,
     /// Findings kept per kind and server; the rest are counted in the summary.
     pub max_findings_per_group: u32,
 }
@@ -23,6 +31,8 @@ impl Default for Options {
         Options {
             limits: FlowLimits::default(),
             thresholds: Thresholds::default(),
+            http: HttpLimits::default(),
+            transactions: false,
             max_findings_per_group: 100,
         }
     }
@@ -86,6 +96,76 @@ fn count(slot: &mut (u64, u64), frame: u64) {
     slot.0 += 1;
 }
 
+/// Transactions listed in a report, over all connections of a capture.
+const MAX_REPORTED_TRANSACTIONS: usize = 10_000;
+
+/// What the flow table drives: protocol analyzers per connection, then the detectors.
+struct Pipeline<'a> {
+    name: &'a str,
+    options: &'a Options,
+    detectors: Detectors,
+    http: HashMap<u64, HttpConn>,
+    now: Timestamp,
+    at_capture_end: bool,
+    resynced_connections: u64,
+    connections: Vec<ConnectionReport>,
+    reported_transactions: usize,
+}
+
+impl FlowObserver for Pipeline<'_> {
+    fn on_stream(&mut self, conn: ConnRef, from: Role, event: StreamEvent<'_>) {
+        let limits = self.options.http;
+        let http = self
+            .http
+            .entry(conn.serial)
+            .or_insert_with(|| HttpConn::new(conn.server.port(), conn.start_captured, limits));
+        match event {
+            StreamEvent::Data { offset, bytes, at } => http.on_data(from, offset, bytes, at),
+            StreamEvent::Gap { len, .. } => http.on_gap(from, len),
+        }
+    }
+
+    fn on_finalized(&mut self, conn: Connection) {
+        let mut http = self.http.remove(&conn.serial);
+        if let (Some(h), Some(fin)) = (&mut http, conn.to_client.fin)
+            && conn.reset.is_none_or(|r| r.at.frame > fin.frame)
+        {
+            h.on_server_close(fin);
+        }
+        let ctx = Context {
+            capture: self.name,
+            thresholds: &self.options.thresholds,
+            now: self.now,
+            at_capture_end: self.at_capture_end,
+        };
+        self.detectors.on_connection(&conn, http.as_ref(), &ctx);
+        if let Some(h) = &http {
+            if h.resyncs > 0 {
+                self.resynced_connections += 1;
+            }
+            if self.options.transactions && !h.transactions.is_empty() {
+                let room = MAX_REPORTED_TRANSACTIONS.saturating_sub(self.reported_transactions);
+                let list: Vec<TransactionReport> = h
+                    .transactions
+                    .iter()
+                    .take(room)
+                    .map(TransactionReport::from)
+                    .collect();
+                self.reported_transactions += list.len();
+                if !list.is_empty() {
+                    self.connections.push(ConnectionReport {
+                        connection: conn.serial,
+                        client: conn.client.to_string(),
+                        server: conn.server.to_string(),
+                        first_frame: conn.first.frame,
+                        transactions: list,
+                    });
+                }
+            }
+        }
+    }
+}
+
 pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAnalysis {
     let name = reader.name().to_string();
     let mut warnings = Warnings::default();
@@ -93,21 +173,30 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         mtu: options.thresholds.mtu,
         ..options.limits
     });
-    let mut detectors = Detectors::new(options.max_findings_per_group);
+    let mut pipeline = Pipeline {
+        name: &name,
+        options,
+        detectors: Detectors::new(options.max_findings_per_group),
+        http: HashMap::new(),
+        now: Timestamp(i64::MIN),
+        at_capture_end: false,
+        resynced_connections: 0,
+        connections: Vec::new(),
+        reported_transactions: 0,
+    };
     let mut skipped = Skipped::default();
     let mut bytes = 0u64;
     let mut first_ts: Option<Timestamp> = None;
     let mut last_ts: Option<Timestamp> = None;
-    let mut now = Timestamp(i64::MIN);
 
     reader.for_each_frame(&mut warnings, |frame: &Frame<'_>| {
         bytes += frame.orig_len as u64;
         first_ts.get_or_insert(frame.ts);
         last_ts = Some(frame.ts);
-        if frame.ts < now {
+        if frame.ts < pipeline.now {
             count(&mut skipped.clock_backwards, frame.number);
         } else {
-            now = frame.ts;
+            pipeline.now = frame.ts;
         }
         let packet = match decode::decode(frame) {
             Ok(Some(p)) => p,
@@ -134,7 +223,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
                 if !msg.quoted_tcp
                     || !table.note_too_big(msg.quoted_src, msg.quoted_dst, msg.next_hop_mtu, at)
                 {
-                    detectors.on_unmatched_too_big(&msg, at);
+                    pipeline.detectors.on_unmatched_too_big(&msg, at);
                 }
                 return;
             }
@@ -144,32 +233,38 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
             }
             Transport::Other => return,
         };
-        let ctx = Context {
-            capture: &name,
-            thresholds: &options.thresholds,
-            now,
-            at_capture_end: false,
-        };
         table.on_segment(
             SocketAddr::new(packet.src, seg.src_port),
             SocketAddr::new(packet.dst, seg.dst_port),
             &seg,
             at,
-            &mut |_, _, _| {},
-            &mut |conn, _| detectors.on_connection(&conn, &ctx),
+            &mut pipeline,
         );
     });
 
+    pipeline.at_capture_end = true;
+    table.finish(&mut pipeline);
     let ctx = Context {
         capture: &name,
         thresholds: &options.thresholds,
-        now,
+        now: pipeline.now,
         at_capture_end: true,
     };
-    table.finish(&mut |_, _, _| {}, &mut |conn, _| {
-        detectors.on_connection(&conn, &ctx)
-    });
+    let Pipeline {
+        detectors,
+        resynced_connections,
+        connections: http_connections,
+        ..
+    } = pipeline;
     let findings = detectors.finish(&ctx);
+    if resynced_connections > 0 {
+        warnings.push(
+            None,
+            format!(
+                "HTTP lost its place after a capture gap on {resynced_connections} connection(s) and resumed at the next message; nothing was reported from the bytes in between"
+            ),
+        );
+    }
 
     for (lt, (n, first)) in &skipped.unsupported {
         warnings.push(
@@ -236,6 +331,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         error: None,
         verdict: String::new(),
         warnings: warnings.into_vec(),
+        http_connections: options.transactions.then_some(http_connections),
     };
     summary.verdict = verdict::verdict(&summary, &list);
     CaptureAnalysis {

@@ -8,6 +8,7 @@ pub mod capture;
 pub mod decode;
 pub mod detect;
 pub mod flow;
+pub mod proto;
 pub mod render;
 pub mod report;
 pub mod verdict;

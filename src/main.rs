@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use lbdiag::capture::Duration;
 use lbdiag::detect::Thresholds;
 use lbdiag::flow::FlowLimits;
+use lbdiag::proto::http::HttpLimits;
 use lbdiag::render::text::Style;
 use lbdiag::{FailOn, Options, Severity};
 use std::io::{self, IsTerminal, Write};
@@ -86,6 +87,21 @@ struct AnalyzeArgs {
     /// Longest zero-window stall in milliseconds before it is reported.
     #[arg(long, default_value_t = 1000)]
     zero_window_threshold: u32,
+    /// Seconds from the end of a request to the first response byte before it is slow.
+    #[arg(long, default_value_t = 60)]
+    response_timeout: u32,
+    /// Largest request head in bytes before it is too large (the balancer's limit).
+    #[arg(long, default_value_t = 32 * 1024)]
+    max_header: usize,
+    /// Longest request target in bytes before it is too long (the balancer's limit).
+    #[arg(long, default_value_t = 32 * 1024)]
+    max_uri: usize,
+    /// Include every connection's HTTP transactions in the JSON report.
+    #[arg(long)]
+    transactions: bool,
+    /// Show Authorization, Cookie, Set-Cookie and token-like query values instead of redacting them.
+    #[arg(long)]
+    show_secrets: bool,
     /// Findings listed per kind and server; further ones are only counted.
     #[arg(long, default_value_t = 100)]
     max_findings: u32,
@@ -123,8 +139,22 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             loss_rate: args.loss_threshold / 100.0,
             rtt: Duration::from_millis(args.rtt_threshold as i64),
             zero_window: Duration::from_millis(args.zero_window_threshold as i64),
+            response_timeout: Duration::from_secs(args.response_timeout as i64),
             ..Thresholds::default()
         },
+        http: HttpLimits {
+            max_header: args.max_header,
+            max_uri: args.max_uri,
+            // Buffer enough to see that a head is over the limit, and a margin beyond it.
+            max_head: args
+                .max_header
+                .max(args.max_uri)
+                .saturating_mul(2)
+                .max(4096),
+            show_secrets: args.show_secrets,
+            ..HttpLimits::default()
+        },
+        transactions: args.transactions,
         max_findings_per_group: args.max_findings.max(1),
     };
     let report = lbdiag::analyze_paths(&args.files, &options);

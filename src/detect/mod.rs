@@ -3,6 +3,7 @@
 
 mod accept_queue;
 mod handshake;
+mod http;
 mod icmp;
 mod reset;
 mod transport;
@@ -10,6 +11,7 @@ mod transport;
 use crate::capture::{Duration, Timestamp};
 use crate::decode::TooBig;
 use crate::flow::{Connection, Seen};
+use crate::proto::http::HttpConn;
 use crate::report::{Cause, Finding, Flow, Kind, Severity};
 use std::collections::HashMap;
 
@@ -27,6 +29,11 @@ pub struct Thresholds {
     pub rtt: Duration,
     /// Longest zero-window stall (`--zero-window-threshold`, ms).
     pub zero_window: Duration,
+    /// Time from the end of a request to the first response byte (`--response-timeout`).
+    pub response_timeout: Duration,
+    /// A request left unanswered this long when its connection or the capture ended is
+    /// `no_response`; shorter, and the capture may simply have stopped too soon.
+    pub no_response_after: Duration,
 }
 
 impl Default for Thresholds {
@@ -38,6 +45,8 @@ impl Default for Thresholds {
             loss_min_segments: 10,
             rtt: Duration::from_millis(300),
             zero_window: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(60),
+            no_response_after: Duration::from_secs(1),
         }
     }
 }
@@ -101,10 +110,13 @@ impl Detectors {
         }
     }
 
-    /// Runs every connection detector on a finalized connection.
-    pub fn on_connection(&mut self, conn: &Connection, ctx: &Context<'_>) {
+    /// Runs every connection detector on a finalized connection and what HTTP it carried.
+    pub fn on_connection(&mut self, conn: &Connection, http: Option<&HttpConn>, ctx: &Context<'_>) {
         handshake::detect(conn, ctx, &mut self.findings);
-        reset::detect(conn, ctx, &mut self.findings);
+        reset::detect(conn, http.filter(|h| h.is_http), ctx, &mut self.findings);
+        if let Some(h) = http.filter(|h| h.is_http || !h.transactions.is_empty()) {
+            http::detect(conn, h, ctx, &mut self.findings);
+        }
         transport::detect(conn, ctx, &mut self.findings);
         self.accept_queue.on_connection(conn, ctx);
     }

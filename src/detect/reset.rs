@@ -3,10 +3,57 @@
 
 use super::{Context, Draft, Findings, cause};
 use crate::flow::{Connection, Role, TcpPhase};
+use crate::proto::http::{HttpConn, HttpPhase};
 use crate::report::{Cause, Kind, Severity};
 use serde_json::json;
 
-pub fn detect(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
+/// Where in the exchange the reset came: from HTTP when the connection carried it, else from
+/// TCP alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    BeforeRequest,
+    DuringRequest,
+    AwaitingResponse,
+    DuringResponse,
+    Idle,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::BeforeRequest => "before_request",
+            Phase::DuringRequest => "during_request",
+            Phase::AwaitingResponse => "awaiting_response",
+            Phase::DuringResponse => "during_response",
+            Phase::Idle => "idle",
+        }
+    }
+}
+
+impl From<TcpPhase> for Phase {
+    fn from(p: TcpPhase) -> Phase {
+        match p {
+            TcpPhase::BeforeRequest => Phase::BeforeRequest,
+            TcpPhase::AwaitingResponse => Phase::AwaitingResponse,
+            TcpPhase::DuringResponse => Phase::DuringResponse,
+            TcpPhase::Idle => Phase::Idle,
+        }
+    }
+}
+
+impl From<HttpPhase> for Phase {
+    fn from(p: HttpPhase) -> Phase {
+        match p {
+            HttpPhase::BeforeRequest => Phase::BeforeRequest,
+            HttpPhase::DuringRequest => Phase::DuringRequest,
+            HttpPhase::AwaitingResponse => Phase::AwaitingResponse,
+            HttpPhase::DuringResponse => Phase::DuringResponse,
+            HttpPhase::Idle => Phase::Idle,
+        }
+    }
+}
+
+pub fn detect(conn: &Connection, http: Option<&HttpConn>, ctx: &Context<'_>, out: &mut Findings) {
     let Some(reset) = conn.reset else {
         return;
     };
@@ -15,7 +62,11 @@ pub fn detect(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
     if reset.after_both_fins || reset.at.frame == conn.first.frame {
         return;
     }
-    let (severity, what, causes) = judge(conn, reset.by, reset.phase);
+    let (phase, basis) = match http {
+        Some(h) => (Phase::from(h.phase()), "http"),
+        None => (Phase::from(reset.phase), "tcp"),
+    };
+    let (severity, what, causes) = judge(conn, reset.by, phase);
     let mut packets = vec![reset.at.frame];
     let last_request = conn.to_server.last_data;
     let last_response = conn.to_client.last_data;
@@ -30,10 +81,10 @@ pub fn detect(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
         reset.by.as_str(),
         reset.at.frame
     );
-    let evidence = json!({
+    let mut evidence = json!({
         "by": reset.by.as_str(),
-        "phase": reset.phase.as_str(),
-        "phase_basis": "tcp",
+        "phase": phase.as_str(),
+        "phase_basis": basis,
         "reset_frame": reset.at.frame,
         "resets": conn.resets.count,
         "client_bytes": conn.to_server.payload_bytes,
@@ -45,6 +96,10 @@ pub fn detect(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
         "client_fin_frame": conn.to_server.fin.map(|s| s.frame),
         "server_fin_frame": conn.to_client.fin.map(|s| s.frame),
     });
+    if let Some(txn) = http.and_then(|h| h.transactions.last()) {
+        evidence["request"] = txn.request_line().into();
+        evidence["status"] = txn.status.into();
+    }
     out.push(
         Draft {
             kind: Kind::ConnectionReset,
@@ -60,7 +115,7 @@ pub fn detect(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
 }
 
 /// Severity, a phrase for the summary, and the causes, by who reset and when.
-fn judge(conn: &Connection, by: Role, phase: TcpPhase) -> (Severity, &'static str, Vec<Cause>) {
+fn judge(conn: &Connection, by: Role, phase: Phase) -> (Severity, &'static str, Vec<Cause>) {
     let host = conn.server.ip();
     let port = conn.server.port();
     let backend_logs = format!(
@@ -70,7 +125,7 @@ fn judge(conn: &Connection, by: Role, phase: TcpPhase) -> (Severity, &'static st
         "Count resets the backend sends: nstat -az TcpExtTCPAbortOnData TcpExtTCPAbortOnClose on {host}"
     );
     match (by, phase) {
-        (Role::Server, TcpPhase::BeforeRequest) => (
+        (Role::Server, Phase::BeforeRequest) => (
             Severity::Error,
             "before the client sent anything",
             vec![cause(
@@ -80,7 +135,17 @@ fn judge(conn: &Connection, by: Role, phase: TcpPhase) -> (Severity, &'static st
                 &[backend_logs, backend_resets, "Check the backend's accept queue: netstat -s | grep -i listen".to_string()],
             )],
         ),
-        (Role::Server, TcpPhase::AwaitingResponse) => (
+        (Role::Server, Phase::DuringRequest) => (
+            Severity::Error,
+            "while the request was still arriving",
+            vec![cause(
+                502,
+                Some("-"),
+                "The backend reset the connection before it had the whole request: it rejected or could not take the request (size limits, a crash), so the balancer answers 502.".to_string(),
+                &[backend_logs.clone(), backend_resets.clone()],
+            )],
+        ),
+        (Role::Server, Phase::AwaitingResponse) => (
             Severity::Error,
             "while the client was waiting for its response",
             vec![cause(
@@ -90,7 +155,7 @@ fn judge(conn: &Connection, by: Role, phase: TcpPhase) -> (Severity, &'static st
                 &[backend_logs, backend_resets],
             )],
         ),
-        (Role::Server, TcpPhase::DuringResponse) => (
+        (Role::Server, Phase::DuringResponse) => (
             Severity::Error,
             "in the middle of sending its response",
             vec![
@@ -108,7 +173,7 @@ fn judge(conn: &Connection, by: Role, phase: TcpPhase) -> (Severity, &'static st
                 ),
             ],
         ),
-        (Role::Server, TcpPhase::Idle) => (
+        (Role::Server, Phase::Idle) => (
             Severity::Info,
             "after the exchange, while the connection was idle",
             vec![cause(
@@ -118,7 +183,7 @@ fn judge(conn: &Connection, by: Role, phase: TcpPhase) -> (Severity, &'static st
                 &["Compare the backend's keep-alive timeout (nginx: keepalive_timeout) with the balancer's connection idle timeout.".to_string()],
             )],
         ),
-        (Role::Client, TcpPhase::BeforeRequest) => (
+        (Role::Client, Phase::BeforeRequest) => (
             Severity::Info,
             "without sending anything",
             vec![cause(
@@ -128,9 +193,22 @@ fn judge(conn: &Connection, by: Role, phase: TcpPhase) -> (Severity, &'static st
                 &["Check whether this client address is a health checker or scanner.".to_string()],
             )],
         ),
-        (Role::Client, TcpPhase::AwaitingResponse) | (Role::Client, TcpPhase::DuringResponse) => (
+        (Role::Client, Phase::DuringRequest) => (
             Severity::Warning,
-            if phase == TcpPhase::AwaitingResponse {
+            "before it finished sending its request",
+            vec![
+                cause(
+                    400,
+                    None,
+                    "The client closed before sending the complete request; the balancer answers (or logs) 400.".to_string(),
+                    &["Check the client's logs and timeouts; capture on the client to see why it aborted.".to_string()],
+                ),
+                cause(499, None, "The balancer logs a client that closed early as 499.".to_string(), &[]),
+            ],
+        ),
+        (Role::Client, Phase::AwaitingResponse) | (Role::Client, Phase::DuringResponse) => (
+            Severity::Warning,
+            if phase == Phase::AwaitingResponse {
                 "before the response arrived"
             } else {
                 "before the response was complete"
@@ -145,7 +223,7 @@ fn judge(conn: &Connection, by: Role, phase: TcpPhase) -> (Severity, &'static st
                 ],
             )],
         ),
-        (Role::Client, TcpPhase::Idle) => (
+        (Role::Client, Phase::Idle) => (
             Severity::Info,
             "after the exchange had finished",
             vec![cause(

@@ -222,7 +222,11 @@ fn packet_loss(conn: &Connection, blackholed: [bool; 2], ctx: &Context<'_>, out:
     let mut worst: Option<(Role, f64)> = None;
     for (i, from) in [Role::Client, Role::Server].into_iter().enumerate() {
         let tcp = &conn.side(from).tcp;
+        // After an ICMP too-big, resending the data in smaller segments is path MTU discovery
+        // working, not loss; icmp_frag_needed reports it.
+        let pmtud = conn.too_big.count > 0 && conn.too_big_for == Some(from);
         if blackholed[i]
+            || pmtud
             || tcp.data_segments < t.loss_min_segments
             || tcp.retransmissions.count < t.loss_min_retransmissions
         {

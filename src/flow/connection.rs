@@ -36,7 +36,7 @@ pub enum RoleSource {
 }
 
 /// A frame number with its time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Seen {
     pub frame: u64,
     pub ts: Timestamp,
@@ -133,6 +133,7 @@ pub struct ConnRef {
     pub serial: u64,
     pub client: SocketAddr,
     pub server: SocketAddr,
+    pub start_captured: bool,
 }
 
 #[derive(Debug)]
@@ -202,6 +203,7 @@ impl Connection {
             serial: self.serial,
             client: self.client,
             server: self.server,
+            start_captured: self.start_captured(),
         }
     }
 

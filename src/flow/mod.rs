@@ -11,5 +11,5 @@ pub use connection::{
 };
 pub use reassembly::{Budget, Reassembler, StreamEvent};
 pub use seq::SeqNumber;
-pub use table::{FlowLimits, FlowStats, FlowTable};
+pub use table::{FlowLimits, FlowObserver, FlowStats, FlowTable};
 pub use transport::TcpStats;

@@ -37,6 +37,13 @@ impl Default for FlowLimits {
     }
 }
 
+/// Receives what the table learns: stream bytes as they are reassembled, and connections once
+/// they are finalized (closed, idle, evicted, or at the end of the capture).
+pub trait FlowObserver {
+    fn on_stream(&mut self, conn: ConnRef, from: Role, event: StreamEvent<'_>);
+    fn on_finalized(&mut self, conn: Connection);
+}
+
 /// Order-independent key: the same for both directions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct FlowKey {
@@ -129,12 +136,11 @@ impl FlowTable {
         dst: SocketAddr,
         seg: &TcpSegment<'_>,
         at: Seen,
-        stream: &mut dyn FnMut(ConnRef, Role, StreamEvent<'_>),
-        done: &mut dyn FnMut(Connection, &mut Budget),
+        observer: &mut dyn FlowObserver,
     ) {
         if at.ts > self.now {
             self.now = at.ts;
-            self.expire(stream, done);
+            self.expire(observer);
         }
         let key = FlowKey::new(src, dst);
         let pure_syn = seg.flags.syn() && !seg.flags.ack() && !seg.flags.rst();
@@ -144,12 +150,12 @@ impl FlowTable {
             && starts_new_connection(existing, src, seg)
         {
             let old = self.live.remove(&key).expect("present");
-            self.finalize(old, stream, done);
+            self.finalize(old, observer);
         }
 
         if !self.live.contains_key(&key) {
             if self.live.len() >= self.limits.max_connections {
-                self.evict_one(stream, done);
+                self.evict_one(observer);
             }
             let (client, server, roles) = if pure_syn {
                 (src, dst, RoleSource::Syn)
@@ -184,7 +190,7 @@ impl FlowTable {
             at,
             self.limits.mtu,
             &mut self.budget,
-            &mut |role, ev| stream(id, role, ev),
+            &mut |role, ev| observer.on_stream(id, role, ev),
         );
     }
 
@@ -212,11 +218,7 @@ impl FlowTable {
         }
     }
 
-    fn expire(
-        &mut self,
-        stream: &mut dyn FnMut(ConnRef, Role, StreamEvent<'_>),
-        done: &mut dyn FnMut(Connection, &mut Budget),
-    ) {
+    fn expire(&mut self, observer: &mut dyn FlowObserver) {
         while let Some(Reverse((when, serial, key))) = self.deadlines.peek().copied() {
             if when > self.now {
                 break;
@@ -234,47 +236,36 @@ impl FlowTable {
                 continue;
             }
             let conn = self.live.remove(&key).expect("present");
-            self.finalize(conn, stream, done);
+            self.finalize(conn, observer);
         }
     }
 
-    fn evict_one(
-        &mut self,
-        stream: &mut dyn FnMut(ConnRef, Role, StreamEvent<'_>),
-        done: &mut dyn FnMut(Connection, &mut Budget),
-    ) {
+    fn evict_one(&mut self, observer: &mut dyn FlowObserver) {
         while let Some(Reverse((_, serial, key))) = self.deadlines.pop() {
             if self.live.get(&key).is_some_and(|c| c.serial == serial) {
                 let conn = self.live.remove(&key).expect("present");
                 self.stats.evicted_early += 1;
-                self.finalize(conn, stream, done);
+                self.finalize(conn, observer);
                 return;
             }
         }
     }
 
-    fn finalize(
-        &mut self,
-        mut conn: Connection,
-        stream: &mut dyn FnMut(ConnRef, Role, StreamEvent<'_>),
-        done: &mut dyn FnMut(Connection, &mut Budget),
-    ) {
+    fn finalize(&mut self, mut conn: Connection, observer: &mut dyn FlowObserver) {
         let id = conn.id();
-        conn.finish_streams(&mut self.budget, &mut |role, ev| stream(id, role, ev));
-        done(conn, &mut self.budget);
+        conn.finish_streams(&mut self.budget, &mut |role, ev| {
+            observer.on_stream(id, role, ev)
+        });
+        observer.on_finalized(conn);
     }
 
     /// Finalizes every live connection, in the order they were first seen.
-    pub fn finish(
-        &mut self,
-        stream: &mut dyn FnMut(ConnRef, Role, StreamEvent<'_>),
-        done: &mut dyn FnMut(Connection, &mut Budget),
-    ) {
+    pub fn finish(&mut self, observer: &mut dyn FlowObserver) {
         let mut rest: Vec<Connection> = self.live.drain().map(|(_, c)| c).collect();
         rest.sort_by_key(|c| c.serial);
         self.deadlines.clear();
         for conn in rest {
-            self.finalize(conn, stream, done);
+            self.finalize(conn, observer);
         }
     }
 }
@@ -307,9 +298,21 @@ mod test {
     const RST: u8 = TcpFlags::RST;
     const RSTACK: u8 = TcpFlags::RST | TcpFlags::ACK;
 
+    #[derive(Default)]
+    struct Collect {
+        done: Vec<Connection>,
+    }
+
+    impl FlowObserver for Collect {
+        fn on_stream(&mut self, _: ConnRef, _: Role, _: StreamEvent<'_>) {}
+        fn on_finalized(&mut self, conn: Connection) {
+            self.done.push(conn);
+        }
+    }
+
     /// Feeds (from, flags, seq, payload, seconds) and returns finalized connections.
     fn feed(table: &mut FlowTable, packets: &[(&str, u8, u32, &[u8], f64)]) -> Vec<Connection> {
-        let mut done = Vec::new();
+        let mut done = Collect::default();
         for (i, (from, flags, seq, payload, secs)) in packets.iter().enumerate() {
             let (src, dst): (SocketAddr, SocketAddr) = if *from == C {
                 (C.parse().unwrap(), S.parse().unwrap())
@@ -332,12 +335,10 @@ mod test {
                 frame: i as u64 + 1,
                 ts: Timestamp::from_secs_f64(*secs),
             };
-            table.on_segment(src, dst, &seg, at, &mut |_, _, _| {}, &mut |c, _| {
-                done.push(c)
-            });
+            table.on_segment(src, dst, &seg, at, &mut done);
         }
-        table.finish(&mut |_, _, _| {}, &mut |c, _| done.push(c));
-        done
+        table.finish(&mut done);
+        done.done
     }
 
     fn run(packets: &[(&str, u8, u32, &[u8], f64)]) -> Vec<Connection> {
@@ -449,7 +450,7 @@ mod test {
             idle_timeout: Duration::from_secs(10),
             ..FlowLimits::default()
         });
-        let mut done = 0;
+        let mut done = Collect::default();
         let c: SocketAddr = C.parse().unwrap();
         let s: SocketAddr = S.parse().unwrap();
         let syn = TcpSegment {
@@ -468,14 +469,10 @@ mod test {
             frame: f,
             ts: Timestamp(s * Timestamp::NANOS_PER_SEC),
         };
-        table.on_segment(c, s, &syn, at(1, 0), &mut |_, _, _| {}, &mut |_, _| {
-            done += 1
-        });
+        table.on_segment(c, s, &syn, at(1, 0), &mut done);
         let other: SocketAddr = "10.0.0.3:1".parse().unwrap();
-        table.on_segment(other, s, &syn, at(2, 11), &mut |_, _, _| {}, &mut |_, _| {
-            done += 1
-        });
-        assert_eq!(done, 1);
+        table.on_segment(other, s, &syn, at(2, 11), &mut done);
+        assert_eq!(done.done.len(), 1);
         assert_eq!(table.live(), 1);
     }
 
@@ -486,7 +483,7 @@ mod test {
             ..FlowLimits::default()
         });
         let s: SocketAddr = S.parse().unwrap();
-        let mut done = 0;
+        let mut done = Collect::default();
         for port in 1..=5u16 {
             let c = SocketAddr::new("10.0.0.9".parse().unwrap(), port);
             let syn = TcpSegment {
@@ -505,10 +502,10 @@ mod test {
                 frame: port as u64,
                 ts: Timestamp(port as i64),
             };
-            table.on_segment(c, s, &syn, at, &mut |_, _, _| {}, &mut |_, _| done += 1);
+            table.on_segment(c, s, &syn, at, &mut done);
             assert!(table.live() <= 2);
         }
-        assert_eq!(done, 3);
+        assert_eq!(done.done.len(), 3);
         assert_eq!(table.stats.evicted_early, 3);
     }
 }

@@ -78,6 +78,47 @@ pub struct CaptureSummary {
     /// One or two sentences for a reader who does not know TCP.
     pub verdict: String,
     pub warnings: Vec<Warning>,
+    /// With `--transactions`: each connection's HTTP requests and responses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_connections: Option<Vec<ConnectionReport>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionReport {
+    pub connection: u64,
+    pub client: String,
+    pub server: String,
+    pub first_frame: u64,
+    pub transactions: Vec<TransactionReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TransactionReport {
+    pub request: String,
+    pub status: Option<u16>,
+    pub request_frame: Option<u64>,
+    pub response_frame: Option<u64>,
+    pub request_body_bytes: u64,
+    pub response_body_bytes: u64,
+    pub request_sent: Option<String>,
+    pub first_response_byte: Option<String>,
+    pub last_response_byte: Option<String>,
+}
+
+impl From<&crate::proto::http::Transaction> for TransactionReport {
+    fn from(t: &crate::proto::http::Transaction) -> Self {
+        TransactionReport {
+            request: t.request_line(),
+            status: t.status,
+            request_frame: t.request.map(|s| s.frame),
+            response_frame: t.response.map(|s| s.frame),
+            request_body_bytes: t.request_body,
+            response_body_bytes: t.response_body,
+            request_sent: t.request.map(|s| s.ts.rfc3339()),
+            first_response_byte: t.response.map(|s| s.ts.rfc3339()),
+            last_response_byte: t.response_complete.map(|s| s.ts.rfc3339()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
