@@ -489,7 +489,10 @@ impl HttpConn {
                 let plausible = if self.is_http {
                     data[0].is_ascii_uppercase()
                 } else {
-                    looks_like_method(&data[..data.len().min(17)])
+                    let head = &data[..data.len().min(17)];
+                    let letters = head.iter().take_while(|b| b.is_ascii_uppercase()).count();
+                    // A method still arriving, or a method and its space.
+                    letters == head.len() && letters < 17 || looks_like_method(head)
                 };
                 if plausible {
                     self.req.mode = Mode::Head;
