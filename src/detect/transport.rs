@@ -37,7 +37,7 @@ fn addr_of(conn: &Connection, role: Role) -> std::net::SocketAddr {
 }
 
 fn oversize(conn: &Connection, from: Role, ctx: &Context<'_>, out: &mut Findings) {
-    let tcp = &conn.side(from).tcp;
+    let tcp = &conn.side(from).tcp();
     let Some(first) = tcp.oversize.first else {
         return;
     };
@@ -100,7 +100,7 @@ fn oversize(conn: &Connection, from: Role, ctx: &Context<'_>, out: &mut Findings
 }
 
 fn mtu_blackhole(conn: &Connection, from: Role, ctx: &Context<'_>, out: &mut Findings) -> bool {
-    let tcp = &conn.side(from).tcp;
+    let tcp = &conn.side(from).tcp();
     let resent = &tcp.large_unacked_retransmissions;
     if !conn.established || resent.count < 2 || !tcp.large_segments_never_acked() {
         return false;
@@ -210,9 +210,9 @@ fn icmp_too_big(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
 
 fn loss_figures(side: &Side) -> serde_json::Value {
     json!({
-        "data_segments": side.tcp.data_segments,
-        "retransmissions": side.tcp.retransmissions.count,
-        "retransmission_rate": (side.tcp.retransmission_rate() * 10000.0).round() / 10000.0,
+        "data_segments": side.tcp().data_segments,
+        "retransmissions": side.tcp().retransmissions.count,
+        "retransmission_rate": (side.tcp().retransmission_rate() * 10000.0).round() / 10000.0,
         "duplicate_acks_received": 0,
     })
 }
@@ -221,7 +221,7 @@ fn packet_loss(conn: &Connection, blackholed: [bool; 2], ctx: &Context<'_>, out:
     let t = ctx.thresholds;
     let mut worst: Option<(Role, f64)> = None;
     for (i, from) in [Role::Client, Role::Server].into_iter().enumerate() {
-        let tcp = &conn.side(from).tcp;
+        let tcp = &conn.side(from).tcp();
         // After an ICMP too-big, resending the data in smaller segments is path MTU discovery
         // working, not loss; icmp_frag_needed reports it.
         let pmtud = conn.too_big.count > 0 && conn.too_big_for == Some(from);
@@ -240,17 +240,17 @@ fn packet_loss(conn: &Connection, blackholed: [bool; 2], ctx: &Context<'_>, out:
     let Some((from, rate)) = worst else {
         return;
     };
-    let tcp = &conn.side(from).tcp;
+    let tcp = &conn.side(from).tcp();
     let receiver = if from == Role::Client {
         Role::Server
     } else {
         Role::Client
     };
-    let dup_acks = conn.side(receiver).tcp.dup_acks;
+    let dup_acks = conn.side(receiver).tcp().dup_acks;
     let mut to_server = loss_figures(&conn.to_server);
-    to_server["duplicate_acks_received"] = conn.to_client.tcp.dup_acks.into();
+    to_server["duplicate_acks_received"] = conn.to_client.tcp().dup_acks.into();
     let mut to_client = loss_figures(&conn.to_client);
-    to_client["duplicate_acks_received"] = conn.to_server.tcp.dup_acks.into();
+    to_client["duplicate_acks_received"] = conn.to_server.tcp().dup_acks.into();
     let summary = format!(
         "{:.1}% of the {}'s data segments to {} were retransmitted ({} of {}, {} duplicate ACKs): packets are being lost on this path.",
         rate * 100.0,
@@ -335,7 +335,7 @@ fn high_rtt(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
 }
 
 fn zero_window(conn: &Connection, receiver: Role, ctx: &Context<'_>, out: &mut Findings) {
-    let tcp = &conn.side(receiver).tcp;
+    let tcp = &conn.side(receiver).tcp();
     let Some(first) = tcp.zero_windows.first else {
         return;
     };

@@ -43,9 +43,10 @@ pub struct Seen {
 }
 
 /// The first few frames of a repeated event; the count says how many there were in all.
+/// Small when empty: a half-open connection carries several of these.
 #[derive(Clone, Debug, Default)]
 pub struct FrameList {
-    frames: [u64; FrameList::KEPT],
+    kept: Vec<u64>,
     pub count: u32,
     pub first: Option<Seen>,
     pub last: Option<Seen>,
@@ -55,8 +56,8 @@ impl FrameList {
     const KEPT: usize = 8;
 
     pub fn push(&mut self, at: Seen) {
-        if (self.count as usize) < Self::KEPT {
-            self.frames[self.count as usize] = at.frame;
+        if self.kept.len() < Self::KEPT {
+            self.kept.push(at.frame);
         }
         self.count = self.count.saturating_add(1);
         self.first.get_or_insert(at);
@@ -65,8 +66,7 @@ impl FrameList {
 
     /// The kept frames, plus the last one when it was not among them.
     pub fn frames(&self) -> Vec<u64> {
-        let kept = (self.count as usize).min(Self::KEPT);
-        let mut v = self.frames[..kept].to_vec();
+        let mut v = self.kept.clone();
         if let Some(last) = self.last
             && !v.contains(&last.frame)
         {
@@ -85,7 +85,20 @@ pub struct Side {
     pub last_data: Option<Seen>,
     pub fin: Option<Seen>,
     pub stream: Reassembler,
-    pub tcp: TcpStats,
+    /// Allocated with the first packet that needs it, so a half-open connection stays small.
+    tcp: Option<Box<TcpStats>>,
+}
+
+static NO_TCP_STATS: std::sync::LazyLock<TcpStats> = std::sync::LazyLock::new(TcpStats::default);
+
+impl Side {
+    pub fn tcp(&self) -> &TcpStats {
+        self.tcp.as_deref().unwrap_or(&NO_TCP_STATS)
+    }
+
+    fn tcp_mut(&mut self) -> &mut TcpStats {
+        self.tcp.get_or_insert_with(Box::default)
+    }
 }
 
 /// The first reset that ended the connection.
@@ -280,16 +293,17 @@ impl Connection {
                 Role::Client => &mut self.to_client,
                 Role::Server => &mut self.to_server,
             };
-            peer.tcp.on_peer_ack(seg.ack);
+            peer.tcp_mut().on_peer_ack(seg.ack);
         }
         let side = self.side_mut(from);
         side.packets += 1;
         if seg.ip_len > mtu {
-            side.tcp.on_oversize(seg.ip_len, seg.dont_fragment, at);
+            side.tcp_mut()
+                .on_oversize(seg.ip_len, seg.dont_fragment, at);
         }
         if flags.ack() && !flags.syn() && !flags.rst() {
             let pure = seg.wire_payload_len == 0 && !flags.fin();
-            side.tcp.on_own_ack(seg.ack, seg.window, pure, at);
+            side.tcp_mut().on_own_ack(seg.ack, seg.window, pure, at);
         }
         if seg.wire_payload_len > 0 && !flags.rst() {
             side.payload_bytes += seg.wire_payload_len as u64;
@@ -301,7 +315,8 @@ impl Connection {
             } else {
                 seg.seq
             };
-            side.tcp.on_data(seq, seg.wire_payload_len, seg.ip_len, at);
+            side.tcp_mut()
+                .on_data(seq, seg.wire_payload_len, seg.ip_len, at);
             side.stream.segment(
                 seq,
                 seg.payload,
@@ -363,8 +378,12 @@ impl Connection {
         budget: &mut Budget,
         sink: &mut dyn FnMut(Role, StreamEvent<'_>),
     ) {
-        self.to_server.tcp.finish(self.last);
-        self.to_client.tcp.finish(self.last);
+        if let Some(tcp) = &mut self.to_server.tcp {
+            tcp.finish(self.last);
+        }
+        if let Some(tcp) = &mut self.to_client.tcp {
+            tcp.finish(self.last);
+        }
         self.to_server
             .stream
             .finish(budget, &mut |ev| sink(Role::Client, ev));
