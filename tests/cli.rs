@@ -2,44 +2,27 @@
 //! quiet exit on a closed pipe. The captures here are synthesized: these tests are about the
 //! command line, not about what real traffic looks like (that is `tests/truth.rs`).
 
+mod common;
+
 use assert_cmd::Command;
 use etherparse::PacketBuilder;
 use std::io::{Read, Write};
 use std::process::Stdio;
 
-fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend(0xa1b2c3d4u32.to_le_bytes());
-    out.extend(2u16.to_le_bytes());
-    out.extend(4u16.to_le_bytes());
-    out.extend([0u8; 8]);
-    out.extend(65535u32.to_le_bytes());
-    out.extend(1u32.to_le_bytes());
-    for (i, f) in frames.iter().enumerate() {
-        out.extend((1_700_000_000u32 + i as u32).to_le_bytes());
-        out.extend(0u32.to_le_bytes());
-        out.extend((f.len() as u32).to_le_bytes());
-        out.extend((f.len() as u32).to_le_bytes());
-        out.extend(f);
-    }
-    out
-}
-
-fn tcp(src_port: u16, dst_port: u16, seq: u32, syn: bool, rst: bool, from_client: bool) -> Vec<u8> {
+fn refused_frame(src_port: u16, dst_port: u16, seq: u32, rst: bool, from_client: bool) -> Vec<u8> {
     let (a, b) = if from_client {
         ([10, 0, 0, 1], [10, 0, 0, 2])
     } else {
         ([10, 0, 0, 2], [10, 0, 0, 1])
     };
-    let mut builder = PacketBuilder::ethernet2([1; 6], [2; 6])
+    let builder = PacketBuilder::ethernet2([1; 6], [2; 6])
         .ipv4(a, b, 64)
         .tcp(src_port, dst_port, seq, 1000);
-    if syn {
-        builder = builder.syn();
-    }
-    if rst {
-        builder = builder.rst().ack(seq + 1);
-    }
+    let builder = if rst {
+        builder.rst().ack(seq + 1)
+    } else {
+        builder.syn()
+    };
     let mut out = Vec::new();
     builder.write(&mut out, &[]).unwrap();
     out
@@ -50,10 +33,16 @@ fn refused_capture(n: u16) -> Vec<u8> {
     let mut frames = Vec::new();
     for i in 0..n {
         let port = 40000 + i;
-        frames.push(tcp(port, 8081, 1000, true, false, true));
-        frames.push(tcp(8081, port, 0, false, true, false));
+        frames.push((
+            1.0 + i as f64 * 0.001,
+            refused_frame(port, 8081, 1000, false, true),
+        ));
+        frames.push((
+            1.0005 + i as f64 * 0.001,
+            refused_frame(8081, port, 0, true, false),
+        ));
     }
-    pcap(&frames)
+    common::pcap(&frames)
 }
 
 fn write_temp(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> std::path::PathBuf {

@@ -285,6 +285,11 @@ impl HttpConn {
         self.anomalies.push(a);
     }
 
+    /// The response to the oldest outstanding request is done (or given up on).
+    fn advance_response(&mut self) {
+        self.next_response = (self.next_response + 1).min(self.transactions.len());
+    }
+
     fn redact(&self, text: &str) -> String {
         if self.limits.show_secrets {
             text.to_string()
@@ -320,7 +325,7 @@ impl HttpConn {
             if let Some(t) = self.transactions.get_mut(self.next_response) {
                 t.response_complete = Some(at);
             }
-            self.next_response += 1;
+            self.advance_response();
             self.resp.mode = Mode::Start;
         }
     }
@@ -386,7 +391,7 @@ impl HttpConn {
         } else if let Mode::Body(Body::Length(0)) = dir.mode {
             dir.mode = Mode::Start;
             if from == Role::Server {
-                self.next_response += 1;
+                self.advance_response();
             }
         }
     }
@@ -943,7 +948,7 @@ impl HttpConn {
                                 transaction: Some(t),
                             });
                             self.resp.mode = Mode::Lost { scanned: 0 };
-                            self.next_response += 1;
+                            self.advance_response();
                             return data.len();
                         }
                     },
@@ -961,7 +966,7 @@ impl HttpConn {
                 }
                 if done {
                     self.resp.mode = Mode::Start;
-                    self.next_response += 1;
+                    self.advance_response();
                 }
                 used.max(1).min(data.len())
             }
@@ -1004,12 +1009,13 @@ impl HttpConn {
                 });
                 self.resp.reset_head();
                 self.resp.mode = Mode::Lost { scanned: 0 };
-                self.next_response += 1;
+                self.advance_response();
             }
         }
     }
 
     fn on_response(&mut self, r: ResponseHead, start: Seen, at: Seen, offset: u64) {
+        self.next_response = self.next_response.min(self.transactions.len());
         if self.next_response >= self.transactions.len() {
             // A response to a request the capture does not hold.
             if self.transactions.len() >= self.limits.max_transactions {
@@ -1096,7 +1102,7 @@ impl HttpConn {
         txn.qps_limited = r.qps_limited;
         if tunnel {
             txn.response_complete = Some(at);
-            self.next_response += 1;
+            self.advance_response();
             self.req.mode = Mode::Tunnel;
             self.resp.mode = Mode::Tunnel;
             return;
@@ -1104,7 +1110,7 @@ impl HttpConn {
         match body.take() {
             None => {
                 txn.response_complete = Some(at);
-                self.next_response += 1;
+                self.advance_response();
                 self.resp.mode = Mode::Start;
             }
             Some(b) => self.resp.mode = Mode::Body(b),
