@@ -136,7 +136,7 @@ proptest! {
             serde_json::from_slice::<serde_json::Value>(&out).unwrap();
             let mut text = Vec::new();
             lbdiag::render::render_text(&report, lbdiag::render::text::Style { color: false }, &mut text).unwrap();
-            assert!(!text.iter().any(|&b| b == 0x1b), "no escape sequences from packet bytes");
+            assert!(!text.contains(&0x1b), "no escape sequences from packet bytes");
         }
     }
 }
