@@ -66,8 +66,9 @@ struct AnalyzeArgs {
     /// Seconds of capture time without packets after which a connection is finalized.
     #[arg(long, default_value_t = 300)]
     idle_timeout: u32,
-    /// Live connections held at once; beyond this the oldest are finalized early.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Live connections held at once (about 1.1 KB each); beyond this the one due soonest is
+    /// finalized early.
+    #[arg(long, default_value_t = 500_000)]
     max_connections: usize,
     /// Out-of-order bytes held per connection before a hole is given up as a gap.
     #[arg(long, default_value_t = 1 << 20)]

@@ -12,8 +12,14 @@ const TOO_CLOSE_TO_END: Duration = Duration::from_secs(1);
 
 pub fn detect(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
     if conn.refused() {
-        refused(conn, ctx, out);
-    } else if conn.syns.count > 0 && conn.to_client.packets == 0 && conn.resets.count == 0 {
+        if out.accepts(Kind::HandshakeRefused, conn.server) {
+            refused(conn, ctx, out);
+        }
+    } else if conn.syns.count > 0
+        && conn.to_client.packets == 0
+        && conn.resets.count == 0
+        && out.accepts(Kind::SynUnanswered, conn.server)
+    {
         unanswered(conn, ctx, out);
     }
 }

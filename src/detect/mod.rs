@@ -80,6 +80,19 @@ impl Findings {
         }
     }
 
+    /// Whether a finding of this kind about this server would still be listed; detectors ask
+    /// first so a flood of the same failure costs a counter, not a finding built and dropped.
+    pub fn accepts(&mut self, kind: Kind, server: std::net::SocketAddr) -> bool {
+        let key = (kind, server.to_string());
+        match self.per_group.get(&key) {
+            Some(n) if *n >= self.max_per_group => {
+                self.suppressed += 1;
+                false
+            }
+            _ => true,
+        }
+    }
+
     pub fn push(&mut self, f: Finding) {
         let n = self
             .per_group

@@ -29,7 +29,7 @@ impl Default for FlowLimits {
         FlowLimits {
             idle_timeout: Duration::from_secs(300),
             close_linger: Duration::from_secs(5),
-            max_connections: 1_000_000,
+            max_connections: 500_000,
             max_ooo_per_connection: 1 << 20,
             max_ooo_total: 256 << 20,
             mtu: 1500,
@@ -95,7 +95,8 @@ pub struct FlowStats {
 
 pub struct FlowTable {
     limits: FlowLimits,
-    live: HashMap<FlowKey, Connection>,
+    /// Boxed so the table's buckets stay small: a map of a million entries resizes by copying.
+    live: HashMap<FlowKey, Box<Connection>>,
     /// Lazy deadlines: an entry may be stale; it is checked against the connection when popped.
     deadlines: BinaryHeap<Reverse<(Timestamp, u64, FlowKey)>>,
     pub budget: Budget,
@@ -173,7 +174,7 @@ impl FlowTable {
                 serial,
                 key,
             )));
-            self.live.insert(key, conn);
+            self.live.insert(key, Box::new(conn));
             self.stats.peak_live = self.stats.peak_live.max(self.live.len());
         }
 
@@ -251,17 +252,17 @@ impl FlowTable {
         }
     }
 
-    fn finalize(&mut self, mut conn: Connection, observer: &mut dyn FlowObserver) {
+    fn finalize(&mut self, mut conn: Box<Connection>, observer: &mut dyn FlowObserver) {
         let id = conn.id();
         conn.finish_streams(&mut self.budget, &mut |role, ev| {
             observer.on_stream(id, role, ev)
         });
-        observer.on_finalized(conn);
+        observer.on_finalized(*conn);
     }
 
     /// Finalizes every live connection, in the order they were first seen.
     pub fn finish(&mut self, observer: &mut dyn FlowObserver) {
-        let mut rest: Vec<Connection> = self.live.drain().map(|(_, c)| c).collect();
+        let mut rest: Vec<Box<Connection>> = self.live.drain().map(|(_, c)| c).collect();
         rest.sort_by_key(|c| c.serial);
         self.deadlines.clear();
         for conn in rest {
