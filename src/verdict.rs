@@ -70,7 +70,64 @@ fn sentence(f: &Finding, n: usize) -> String {
         Kind::OversizePacket => format!(
             "Packets larger than the MTU were sent toward {server} and never acknowledged: a link on the path has a smaller MTU."
         ),
-        other => format!("{} {} finding(s) for {server}.", n, other),
+        Kind::ClientClosedEarly => format!(
+            "The client closed {} to {server} before the answer was complete: it gave up waiting (a load balancer logs 499).",
+            plural(n, "connection", "connections")
+        ),
+        Kind::ClosedBeforeResponse => format!(
+            "{server} closed {} without answering the request on it, which a load balancer reports as 502.",
+            plural(n, "connection", "connections")
+        ),
+        Kind::NoResponse => format!(
+            "{} to {server} never got an answer before the capture ended; a load balancer times out with 504.",
+            plural(n, "request", "requests")
+        ),
+        Kind::SlowResponse => format!(
+            "{server} took longer than the response timeout to start answering {}, which a load balancer reports as 504.",
+            plural(n, "request", "requests")
+        ),
+        Kind::MalformedResponse | Kind::ResponseBodyOverrun | Kind::ResponseBodyTruncated => {
+            format!(
+                "{server} sent {} that a load balancer cannot pass on (broken or cut-short HTTP), which it reports as 502.",
+                plural(n, "response", "responses")
+            )
+        }
+        Kind::ErrorStatus => format!(
+            "{server} itself answered {} with an error status ({}); a load balancer passes that through, so look at the server's own logs.",
+            plural(n, "request", "requests"),
+            number(f, "status")
+        ),
+        Kind::MalformedRequest
+        | Kind::HeaderTooLarge
+        | Kind::UriTooLong
+        | Kind::TraceMethod
+        | Kind::HttpOnTlsPort
+        | Kind::RequestIncomplete
+        | Kind::RequestBodyTruncated
+        | Kind::AlbTraceLoop => format!(
+            "The client sent {} that a load balancer rejects before any backend sees it ({}).",
+            plural(n, "request", "requests"),
+            f.summary.trim_end_matches('.')
+        ),
+        Kind::ConflictingContentLength
+        | Kind::ContentLengthWithChunked
+        | Kind::MalformedChunked => {
+            format!("{} ({} time(s)).", f.summary.trim_end_matches('.'), n)
+        }
+        Kind::AlbQpsLimited => format!(
+            "The load balancer throttled {} to {server} (ALB-QPS-Limited) and answered 503.",
+            plural(n, "request", "requests")
+        ),
+        other => format!("{n} {other} finding(s) for {server}."),
+    }
+}
+
+/// Findings that tell the same story from two angles get one sentence between them.
+fn story(kind: Kind, by: &str) -> Kind {
+    match (kind, by) {
+        (Kind::ConnectionReset, "client") => Kind::ClientClosedEarly,
+        (Kind::ResponseBodyTruncated, _) | (Kind::ClosedBeforeResponse, _) => Kind::ConnectionReset,
+        (k, _) => k,
     }
 }
 
@@ -109,6 +166,13 @@ pub fn verdict(capture: &CaptureSummary, findings: &[Finding]) -> String {
         // The worst problem first; a second sentence only when there is a second problem.
         let mut ranked: Vec<_> = groups.into_iter().collect();
         ranked.sort_by_key(|(key, (n, _))| (key.0, Reverse(*n)));
+        let mut told = Vec::new();
+        ranked.retain(|((_, kind, by, server), _)| {
+            let key = (story(*kind, by), server.clone());
+            let fresh = !told.contains(&key);
+            told.push(key);
+            fresh
+        });
         let parts: Vec<String> = ranked
             .iter()
             .take(2)

@@ -119,7 +119,7 @@ fn render_capture(
         w,
         "{}",
         style.bold(&format!(
-            "== {file}  ({}{}, {}, {} packets, {} TCP connections{})",
+            "== {file}  ({}{}, {}, {} packets, {} TCP connection{}{})",
             c.format,
             if c.compressed { ", gzip" } else { "" },
             if c.link_types.is_empty() {
@@ -129,6 +129,7 @@ fn render_capture(
             },
             c.packets,
             c.connections,
+            if c.connections == 1 { "" } else { "s" },
             match (&c.first_timestamp, &c.last_timestamp) {
                 (Some(a), Some(b)) => format!(", {a} to {b}"),
                 _ => String::new(),

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Small misbehaving TCP peers for lbdiag's captures. Each mode serves or makes a bounded number
+of connections and exits; nothing here runs longer than its timeout."""
+import socket
+import struct
+import sys
+import time
+
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+
+
+def linger_zero(sock):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def read_request(conn):
+    data = b""
+    conn.settimeout(5)
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def listener(port, family=socket.AF_INET, addr="0.0.0.0"):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port))
+    s.listen(16)
+    s.settimeout(20)
+    return s
+
+
+def serve(mode, port, count):
+    s = listener(port)
+    for i in range(count):
+        conn, _ = s.accept()
+        if mode == "reset-awaiting":
+            read_request(conn)
+            time.sleep(0.3)
+            linger_zero(conn)
+            conn.close()
+        elif mode == "slow":
+            read_request(conn)
+            time.sleep(2)
+            try:
+                conn.sendall(RESPONSE)
+                conn.close()
+            except OSError:
+                pass
+        elif mode == "answer-then-reset":
+            # First connection: answered, and the server closes first (no TIME_WAIT for the
+            # client, so it can reuse its port). Second: reset while the request waits.
+            read_request(conn)
+            if i == 0:
+                conn.sendall(RESPONSE)
+                conn.close()
+            else:
+                time.sleep(0.2)
+                linger_zero(conn)
+                conn.close()
+        elif mode == "reset-after-fins":
+            read_request(conn)
+            conn.sendall(RESPONSE)
+            conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(5)
+            while conn.recv(4096):
+                pass
+            # Both FINs have crossed; closing with linger 0 now sends a late RST.
+            time.sleep(0.2)
+            linger_zero(conn)
+            conn.close()
+    s.close()
+
+
+def client(mode, host, port, local_port=0):
+    if mode == "give-up":
+        c = socket.create_connection((host, port), timeout=5)
+        c.sendall(b"GET /slow HTTP/1.1\r\nHost: backend\r\n\r\n")
+        time.sleep(0.5)
+        linger_zero(c)
+        c.close()
+    elif mode == "reuse":
+        for attempt in range(2):
+            c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            c.bind(("0.0.0.0", local_port))
+            c.settimeout(5)
+            c.connect((host, port))
+            c.sendall(b"GET /item/%d HTTP/1.1\r\nHost: backend\r\n\r\n" % attempt)
+            try:
+                while c.recv(4096):
+                    pass
+            except OSError:
+                pass
+            c.close()
+            time.sleep(0.5)
+
+
+if __name__ == "__main__":
+    role = sys.argv[1]
+    if role == "serve":
+        serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    else:
+        client(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 0)
