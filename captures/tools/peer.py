@@ -99,9 +99,87 @@ def client(mode, host, port, local_port=0):
             time.sleep(0.5)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and sys.argv[1] != "extra":
     role = sys.argv[1]
     if role == "serve":
         serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:
         client(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 0)
+
+
+def accept_late(port, delay, count):
+    """A listener with a backlog of 1 that does not accept for `delay` seconds: the kernel
+    drops SYNs once its accept queue is full."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(1)
+    time.sleep(delay)
+    s.settimeout(15)
+    for _ in range(count):
+        try:
+            conn, _ = s.accept()
+        except OSError:
+            break
+        read_request(conn)
+        conn.sendall(RESPONSE)
+        conn.close()
+
+
+def bulk(port, size, count):
+    """Sends `size` bytes to each of `count` clients after reading their request."""
+    s = listener(port)
+    for _ in range(count):
+        conn, _ = s.accept()
+        read_request(conn)
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % size
+        try:
+            conn.sendall(head + b"z" * size)
+            conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(10)
+            while conn.recv(65536):
+                pass
+        except OSError:
+            pass
+        conn.close()
+
+
+def slow_reader(host, port, pause):
+    """Reads 1 KB, stops reading for `pause` seconds with a small receive buffer, then reads
+    the rest: the sender sees a zero window."""
+    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.settimeout(15)
+    c.connect((host, port))
+    c.sendall(b"GET /big HTTP/1.1\r\nHost: backend\r\n\r\n")
+    c.recv(1024)
+    time.sleep(pause)
+    while c.recv(65536):
+        pass
+    c.close()
+
+
+def keepalive_idle(host, port, wait):
+    """One request on a keep-alive connection, then idle until the server closes it."""
+    c = socket.create_connection((host, port), timeout=wait + 5)
+    c.sendall(b"GET /small HTTP/1.1\r\nHost: backend\r\n\r\n")
+    data = b""
+    start = time.time()
+    while time.time() - start < wait:
+        chunk = c.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    c.close()
+
+
+if __name__ == "__main__" and sys.argv[1] == "extra":
+    mode = sys.argv[2]
+    if mode == "accept-late":
+        accept_late(int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
+    elif mode == "bulk":
+        bulk(int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    elif mode == "slow-reader":
+        slow_reader(sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
+    elif mode == "keepalive-idle":
+        keepalive_idle(sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))

@@ -130,8 +130,13 @@ fn mtu_blackhole(conn: &Connection, from: Role, ctx: &Context<'_>, out: &mut Fin
     } else {
         " No ICMP \"fragmentation needed\" message reached this capture.".to_string()
     };
+    let small = if got_through > 0 {
+        format!("packets of up to {got_through} bytes got through")
+    } else {
+        "the handshake's small packets got through".to_string()
+    };
     let summary = format!(
-        "{who}'s {failed}-byte packets to {peer} were retransmitted {} times and never acknowledged, while packets of up to {got_through} bytes got through: the path MTU is smaller than {failed} bytes.{icmp_note}",
+        "{who}'s {failed}-byte packets to {peer} were retransmitted {} times and never acknowledged, while {small}: the path MTU is smaller than {failed} bytes.{icmp_note}",
         resent.count
     );
     let steps = [
