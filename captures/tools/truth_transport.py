@@ -58,7 +58,7 @@ def main(out):
            "zero_window", "malformed_response", "no_response"])
 
     write(out, "heavy-loss.pcap", "client",
-          "iptables on the router drops 15% of the server's packets at random while curl downloads 300 KB: many retransmissions and duplicate ACKs.",
+          "iptables on the router drops 15% of the server's packets at random while curl downloads 300 KB: many retransmissions and duplicate ACKs. The capture also holds the lossy tail of the previous test's POST, a connection whose start was not captured.",
           [{"kind": "packet_loss", "status": 504, "server_port": 80}],
           ["mtu_blackhole", "handshake_refused", "zero_window"],
           also=["syn_retransmitted", "connection_reset", "capture_gap", "high_rtt"])
