@@ -10,7 +10,10 @@ use std::path::Path;
 fn expert_counts(text: &str) -> (u64, u64, u64) {
     let count = |label: &str| {
         text.lines()
-            .find_map(|l| l.strip_prefix(label).and_then(|r| r.trim().strip_prefix('(')))
+            .find_map(|l| {
+                l.strip_prefix(label)
+                    .and_then(|r| r.trim().strip_prefix('('))
+            })
             .and_then(|r| r.trim_end_matches(')').parse().ok())
             .unwrap_or(0)
     };
@@ -36,11 +39,21 @@ fn lbdiag_cell(report: &Value) -> (String, String) {
     }
     let list = |m: &BTreeMap<String, usize>| {
         m.iter()
-            .map(|(k, n)| if *n > 1 { format!("{k} ×{n}") } else { k.clone() })
+            .map(|(k, n)| {
+                if *n > 1 {
+                    format!("{k} ×{n}")
+                } else {
+                    k.clone()
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let mut cell = if problems.is_empty() { "nothing wrong".to_string() } else { list(&problems) };
+    let mut cell = if problems.is_empty() {
+        "nothing wrong".to_string()
+    } else {
+        list(&problems)
+    };
     if !notes.is_empty() {
         cell.push_str(&format!(" (info: {})", list(&notes)));
     }
@@ -48,14 +61,19 @@ fn lbdiag_cell(report: &Value) -> (String, String) {
     let explained = if statuses.is_empty() {
         "-".to_string()
     } else {
-        statuses.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        statuses
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     (cell, explained)
 }
 
 fn table(root: &Path) -> String {
     let mut rows = vec![
-        "| capture | tshark expert: errors / warnings / notes | lbdiag | status explained |".to_string(),
+        "| capture | tshark expert: errors / warnings / notes | lbdiag | status explained |"
+            .to_string(),
         "|---|---|---|---|".to_string(),
     ];
     let mut files: Vec<_> = std::fs::read_dir(root.join("captures/expert"))
@@ -64,7 +82,12 @@ fn table(root: &Path) -> String {
         .collect();
     files.sort();
     for expert in files {
-        let name = expert.file_name().unwrap().to_string_lossy().trim_end_matches(".txt").to_string();
+        let name = expert
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches(".txt")
+            .to_string();
         let capture = root.join("captures").join(&name);
         if !capture.exists() {
             continue;
@@ -78,7 +101,9 @@ fn table(root: &Path) -> String {
             .unwrap();
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
         let (cell, explained) = lbdiag_cell(&report);
-        rows.push(format!("| `{name}` | {e} / {w} / {n} | {cell} | {explained} |"));
+        rows.push(format!(
+            "| `{name}` | {e} / {w} / {n} | {cell} | {explained} |"
+        ));
     }
     rows.join("\n")
 }

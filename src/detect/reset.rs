@@ -67,6 +67,19 @@ pub fn detect(conn: &Connection, http: Option<&HttpConn>, ctx: &Context<'_>, out
         None => (Phase::from(reset.phase), "tcp"),
     };
     let (severity, what, causes) = judge(conn, reset.by, phase);
+    // Which kind of reset this is: the normal ones (answering data that arrives after a close,
+    // as nginx's lingering close does, or closing an idle keep-alive connection) are info.
+    let fin_before = [conn.to_server.fin, conn.to_client.fin]
+        .iter()
+        .flatten()
+        .any(|f| f.frame < reset.at.frame);
+    let reset_kind = if fin_before {
+        "after_close"
+    } else if phase == Phase::Idle {
+        "idle_keepalive"
+    } else {
+        "abort"
+    };
     let mut packets = vec![reset.at.frame];
     let last_request = conn.to_server.last_data;
     let last_response = conn.to_client.last_data;
@@ -85,6 +98,7 @@ pub fn detect(conn: &Connection, http: Option<&HttpConn>, ctx: &Context<'_>, out
         "by": reset.by.as_str(),
         "phase": phase.as_str(),
         "phase_basis": basis,
+        "reset_kind": reset_kind,
         "reset_frame": reset.at.frame,
         "resets": conn.resets.count,
         "client_bytes": conn.to_server.payload_bytes,
