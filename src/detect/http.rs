@@ -386,6 +386,49 @@ fn ending(conn: &Connection, http: &HttpConn, ctx: &Context<'_>, out: &mut Findi
         }
     }
 
+    // The client closed before an answer was complete, even if the answer came afterwards.
+    let client_close = [
+        conn.to_server.fin.map(|f| (f, "FIN")),
+        conn.reset
+            .filter(|r| r.by == Role::Client)
+            .map(|r| (r.at, "RST")),
+    ]
+    .into_iter()
+    .flatten()
+    .min_by_key(|(s, _)| s.frame);
+    let server_close = [
+        conn.to_client.fin,
+        conn.reset.filter(|r| r.by == Role::Server).map(|r| r.at),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|s| s.frame)
+    .min();
+    if let Some((closed, how)) = client_close
+        && !matches!(end, End::ClientClosed(..))
+        && server_close.is_none_or(|s| closed.frame < s)
+    {
+        let early = http.transactions.iter().find(|t| {
+            !t.gap
+                && t.request_complete.is_some_and(|d| d.frame < closed.frame)
+                && t.response_complete.is_none_or(|r| r.frame > closed.frame)
+                && t.response.is_none_or(|r| r.frame > closed.frame)
+        });
+        if let Some(txn) = early {
+            client_closed(conn, Some(txn), closed, how, ctx, out);
+        }
+    }
+    if let (End::ClientClosed(closed, how), true) = (end, http.response_in_progress().is_none()) {
+        let answered_late = http.transactions.iter().find(|t| {
+            !t.gap
+                && t.request_complete.is_some_and(|d| d.frame < closed.frame)
+                && t.response.is_some_and(|r| r.frame > closed.frame)
+        });
+        if let Some(txn) = answered_late {
+            client_closed(conn, Some(txn), closed, how, ctx, out);
+        }
+    }
+
     // Requests with no response at all.
     let in_progress = http.response_in_progress().map(|(t, _, _)| t);
     for (i, txn) in http.transactions.iter().enumerate() {
@@ -432,9 +475,9 @@ fn ending(conn: &Connection, http: &HttpConn, ctx: &Context<'_>, out: &mut Findi
             End::ServerReset(_) => break,
             End::Open => {
                 let waited = ctx.now.saturating_sub(done.ts);
-                if waited < ctx.thresholds.no_response_after {
-                    continue;
-                }
+                // The capture's last packet is the only clock there is: a request that came
+                // just before it may simply not have been answered yet.
+                let barely = waited < ctx.thresholds.no_response_after;
                 let mut evidence = json!({
                     "ended_by": if ctx.at_capture_end { "capture end" } else { "idle timeout" },
                     "waited_ms": waited.as_millis_f64(),
@@ -443,10 +486,20 @@ fn ending(conn: &Connection, http: &HttpConn, ctx: &Context<'_>, out: &mut Findi
                 out.push(
                     Draft {
                         kind: Kind::NoResponse,
-                        severity: if waited >= ctx.thresholds.response_timeout { Severity::Error } else { Severity::Warning },
+                        severity: if barely {
+                            Severity::Info
+                        } else if waited >= ctx.thresholds.response_timeout {
+                            Severity::Error
+                        } else {
+                            Severity::Warning
+                        },
                         packets: vec![done.frame],
                         first_ts: done.ts,
-                        summary: format!("{} was still unanswered {waited} after it was sent, when the capture ended.", txn.request_line()),
+                        summary: if barely {
+                            format!("{} was unanswered when the capture ended, only {waited} after it was sent.", txn.request_line())
+                        } else {
+                            format!("{} was still unanswered {waited} after it was sent, when the capture ended.", txn.request_line())
+                        },
                         evidence,
                         causes: vec![
                             cause(504, Some("-"), "A backend that does not answer makes the balancer time out (60 s by default) and answer 504.".into(), &[format!("Find what {} is doing with this request: application logs, thread dumps, slow queries.", conn.server)]),

@@ -217,9 +217,14 @@ pub struct HttpConn {
     pub resyncs: u32,
     pub gaps: u32,
     pub truncated_analysis: bool,
+    early_response: Vec<(u64, Vec<u8>, Seen)>,
+    early_response_bytes: usize,
 }
 
 const MAX_ANOMALIES: usize = 64;
+
+/// Server bytes held while waiting for the first request (see `response_step`).
+const EARLY_RESPONSE_KEPT: usize = 16 * 1024;
 
 /// Methods that make a request HTTP even when the rest of its head is broken. Other tokens
 /// (SMTP's EHLO, FTP's USER, ...) count as HTTP only when the whole head parses.
@@ -269,6 +274,8 @@ impl HttpConn {
             resyncs: 0,
             gaps: 0,
             truncated_analysis: false,
+            early_response: Vec::new(),
+            early_response_bytes: 0,
         }
     }
 
@@ -396,6 +403,18 @@ impl HttpConn {
         }
     }
 
+    /// Replays server bytes that arrived before the first request, now that there is one.
+    fn replay_early_response(&mut self) {
+        if self.early_response.is_empty() || !self.is_http {
+            return;
+        }
+        let held = std::mem::take(&mut self.early_response);
+        self.early_response_bytes = 0;
+        for (off, bytes, at) in held {
+            self.on_data(Role::Server, off, &bytes, at);
+        }
+    }
+
     pub fn on_data(&mut self, from: Role, offset: u64, bytes: &[u8], at: Seen) {
         let mut data = bytes;
         let mut off = offset;
@@ -408,6 +427,9 @@ impl HttpConn {
             let used = used.clamp(1, data.len());
             data = &data[used..];
             off += used as u64;
+        }
+        if from == Role::Client {
+            self.replay_early_response();
         }
     }
 
@@ -500,6 +522,14 @@ impl HttpConn {
                     letters == head.len() && letters < 17 || looks_like_method(head)
                 };
                 if plausible {
+                    // A known method and a space is a request line, even if the head never
+                    // finishes: a stalled or abandoned request is still HTTP.
+                    if KNOWN_METHODS
+                        .iter()
+                        .any(|m| data.starts_with(m.as_bytes()) && data.get(m.len()) == Some(&b' '))
+                    {
+                        self.is_http = true;
+                    }
                     self.req.mode = Mode::Head;
                     return self.request_step(data, off, at);
                 }
@@ -532,6 +562,12 @@ impl HttpConn {
                         used
                     }
                     None => {
+                        if let Some(line_end) = self.simple_request_line() {
+                            // HTTP/0.9: `GET /path` alone on its line is the whole request.
+                            let before = self.req.head.len() - used;
+                            self.on_simple_request(at);
+                            return line_end.saturating_sub(before).clamp(1, used);
+                        }
                         if self.req.head.len() >= self.limits.max_head {
                             self.request_head_too_large(at);
                         }
@@ -585,6 +621,43 @@ impl HttpConn {
                 used.max(1).min(data.len())
             }
         }
+    }
+
+    /// The end of the buffered head's first line when it is an HTTP/0.9 request line: a known
+    /// method, one space, a target, and no version.
+    fn simple_request_line(&self) -> Option<usize> {
+        let head = &self.req.head;
+        let nl = head.iter().position(|&b| b == b'\n')?;
+        let line = head[..nl].strip_suffix(b"\r").unwrap_or(&head[..nl]);
+        let mut parts = line.split(|&b| b == b' ');
+        let method = parts.next()?;
+        let target = parts.next()?;
+        let simple = parts.next().is_none()
+            && target.starts_with(b"/")
+            && KNOWN_METHODS.iter().any(|m| m.as_bytes() == method);
+        simple.then_some(nl + 1)
+    }
+
+    fn on_simple_request(&mut self, at: Seen) {
+        let head = std::mem::take(&mut self.req.head);
+        let nl = head.iter().position(|&b| b == b'\n').unwrap_or(0);
+        let line = String::from_utf8_lossy(&head[..nl]).trim_end().to_string();
+        let (method, target) = line.split_once(' ').unwrap_or((&line, ""));
+        self.is_http = true;
+        self.transactions.push(Transaction {
+            method: method.to_string(),
+            target: target.chars().take(head::TARGET_KEPT).collect(),
+            target_len: target.len(),
+            version: 9,
+            request: self.req.head_start.or(Some(at)),
+            request_head_len: nl + 1,
+            request_complete: Some(at),
+            show_secrets: self.limits.show_secrets,
+            ..Transaction::default()
+        });
+        self.req.head = head;
+        self.req.reset_head();
+        self.req.mode = Mode::Start;
     }
 
     fn request_head_too_large(&mut self, at: Seen) {
@@ -843,12 +916,32 @@ impl HttpConn {
                 }
             }
             Mode::Start => {
+                if let Some(t) = self
+                    .transactions
+                    .get_mut(self.next_response)
+                    .filter(|t| t.version == 9)
+                {
+                    // An HTTP/0.9 answer has no status line: its body runs until close.
+                    t.response = Some(at);
+                    t.response_until_close = true;
+                    self.resp.mode = Mode::Body(Body::UntilClose);
+                    return self.response_step(data, off, at);
+                }
                 if is_prefix_of(data, b"HTTP/") {
                     self.resp.mode = Mode::Head;
                     return self.response_step(data, off, at);
                 }
                 if !self.is_http {
-                    self.resp.mode = Mode::Off;
+                    // Server bytes before any request: a capture that wrote the response before
+                    // the request (clock or queue skew between directions), or a protocol where
+                    // the server speaks first. Hold a little until a request shows up.
+                    if self.early_response_bytes + data.len() <= EARLY_RESPONSE_KEPT {
+                        self.early_response_bytes += data.len();
+                        self.early_response.push((off, data.to_vec(), at));
+                    } else {
+                        self.early_response.clear();
+                        self.resp.mode = Mode::Off;
+                    }
                     return data.len();
                 }
                 let pending = self.next_response < self.transactions.len();
@@ -890,6 +983,13 @@ impl HttpConn {
                         excerpt: Some(excerpt(&data[..data.len().min(48)], 80)),
                         transaction,
                     });
+                }
+                if pending {
+                    // Something came back for this request, even if it was not HTTP.
+                    if let Some(t) = self.transactions.get_mut(self.next_response) {
+                        t.response.get_or_insert(at);
+                    }
+                    self.advance_response();
                 }
                 self.resp.mode = Mode::Lost { scanned: 0 };
                 data.len()
