@@ -6,7 +6,8 @@ use crate::detect::{Context, Detectors, Thresholds};
 use crate::flow::{
     ConnRef, Connection, FlowLimits, FlowObserver, FlowTable, Role, Seen, StreamEvent,
 };
-use crate::proto::http::{HttpConn, HttpLimits};
+use crate::proto::App;
+use crate::proto::http::HttpLimits;
 use crate::report::{
     CaptureSummary, ConnectionReport, Finding, Report, TransactionReport, Warnings,
 };
@@ -104,10 +105,12 @@ struct Pipeline<'a> {
     name: &'a str,
     options: &'a Options,
     detectors: Detectors,
-    http: HashMap<u64, HttpConn>,
+    apps: HashMap<u64, App>,
     now: Timestamp,
     at_capture_end: bool,
     resynced_connections: u64,
+    /// Connections whose TLS stopped parsing: (first frame, why), for the capture's warnings.
+    not_tls: Vec<(u64, String)>,
     connections: Vec<ConnectionReport>,
     reported_transactions: usize,
 }
@@ -115,31 +118,44 @@ struct Pipeline<'a> {
 impl FlowObserver for Pipeline<'_> {
     fn on_stream(&mut self, conn: ConnRef, from: Role, event: StreamEvent<'_>) {
         let limits = self.options.http;
-        let http = self
-            .http
-            .entry(conn.serial)
-            .or_insert_with(|| HttpConn::new(conn.server.port(), conn.start_captured, limits));
         match event {
-            StreamEvent::Data { offset, bytes, at } => http.on_data(from, offset, bytes, at),
-            StreamEvent::Gap { len, .. } => http.on_gap(from, len),
+            StreamEvent::Data { offset, bytes, at } => self
+                .apps
+                .entry(conn.serial)
+                .or_insert_with(|| {
+                    App::new(from, bytes, conn.server.port(), conn.start_captured, limits)
+                })
+                .on_data(from, offset, bytes, at),
+            StreamEvent::Gap { len, .. } => {
+                if let Some(app) = self.apps.get_mut(&conn.serial) {
+                    app.on_gap(from, len);
+                }
+            }
         }
     }
 
     fn on_finalized(&mut self, conn: Connection) {
-        let mut http = self.http.remove(&conn.serial);
-        if let (Some(h), Some(fin)) = (&mut http, conn.to_client.fin)
+        let mut app = self.apps.remove(&conn.serial);
+        if let (Some(App::Http(h)), Some(fin)) = (&mut app, conn.to_client.fin)
             && conn.reset.is_none_or(|r| r.at.frame > fin.frame)
         {
             h.on_server_close(fin);
         }
+        let http = app.as_ref().and_then(App::http);
         let ctx = Context {
             capture: self.name,
             thresholds: &self.options.thresholds,
             now: self.now,
             at_capture_end: self.at_capture_end,
         };
-        self.detectors.on_connection(&conn, http.as_ref(), &ctx);
-        if let Some(h) = &http {
+        self.detectors
+            .on_connection(&conn, http, app.as_ref().and_then(App::tls), &ctx);
+        if let Some(tls) = app.as_ref().and_then(App::tls)
+            && let Some(why) = &tls.not_tls
+        {
+            self.not_tls.push((conn.first.frame, why.clone()));
+        }
+        if let Some(h) = http {
             if h.resyncs > 0 {
                 self.resynced_connections += 1;
             }
@@ -177,10 +193,11 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         name: &name,
         options,
         detectors: Detectors::new(options.max_findings_per_group),
-        http: HashMap::new(),
+        apps: HashMap::new(),
         now: Timestamp(i64::MIN),
         at_capture_end: false,
         resynced_connections: 0,
+        not_tls: Vec::new(),
         connections: Vec::new(),
         reported_transactions: 0,
     };
@@ -253,10 +270,14 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
     let Pipeline {
         detectors,
         resynced_connections,
+        not_tls,
         connections: http_connections,
         ..
     } = pipeline;
     let findings = detectors.finish(&ctx);
+    for (frame, why) in not_tls.iter().take(20) {
+        warnings.push(Some(*frame), why.clone());
+    }
     if resynced_connections > 0 {
         warnings.push(
             None,

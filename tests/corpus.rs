@@ -41,6 +41,11 @@ const IMPLEMENTED: &[&str] = &[
     "no_response",
     "closed_before_response",
     "client_closed_early",
+    "tls_cert_expired",
+    "tls_sni_mismatch",
+    "tls_handshake_failure",
+    "tls_no_sni",
+    "tls_cert_unverifiable",
 ];
 
 #[test]

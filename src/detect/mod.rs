@@ -6,12 +6,14 @@ mod handshake;
 mod http;
 mod icmp;
 mod reset;
+mod tls;
 mod transport;
 
 use crate::capture::{Duration, Timestamp};
 use crate::decode::TooBig;
 use crate::flow::{Connection, Seen};
 use crate::proto::http::HttpConn;
+use crate::proto::tls::TlsConn;
 use crate::report::{Cause, Finding, Flow, Kind, Severity};
 use std::collections::HashMap;
 
@@ -112,6 +114,7 @@ pub struct Detectors {
     pub findings: Findings,
     accept_queue: accept_queue::AcceptQueue,
     icmp: icmp::Unmatched,
+    tls: tls::TlsFindings,
 }
 
 impl Detectors {
@@ -120,11 +123,21 @@ impl Detectors {
             findings: Findings::new(max_findings_per_group),
             accept_queue: accept_queue::AcceptQueue::default(),
             icmp: icmp::Unmatched::default(),
+            tls: tls::TlsFindings::default(),
         }
     }
 
     /// Runs every connection detector on a finalized connection and what HTTP it carried.
-    pub fn on_connection(&mut self, conn: &Connection, http: Option<&HttpConn>, ctx: &Context<'_>) {
+    pub fn on_connection(
+        &mut self,
+        conn: &Connection,
+        http: Option<&HttpConn>,
+        tls: Option<&TlsConn>,
+        ctx: &Context<'_>,
+    ) {
+        if let Some(t) = tls {
+            self.tls.on_connection(conn, t, ctx, &mut self.findings);
+        }
         handshake::detect(conn, ctx, &mut self.findings);
         reset::detect(conn, http.filter(|h| h.is_http), ctx, &mut self.findings);
         if let Some(h) = http.filter(|h| h.is_http || !h.transactions.is_empty()) {
@@ -142,6 +155,7 @@ impl Detectors {
     pub fn finish(mut self, ctx: &Context<'_>) -> Findings {
         self.accept_queue.finish(&mut self.findings);
         self.icmp.finish(ctx, &mut self.findings);
+        self.tls.finish(&mut self.findings);
         self.findings
     }
 }

@@ -1,4 +1,74 @@
-//! Protocol analyzers over reassembled byte streams. They record what each message was and
+//! Protocol analyzers over reassembled byte streams (HTTP/1.x and TLS, found by content). They record what each message was and
 //! what was wrong with it; `detect/` turns that into findings.
 
 pub mod http;
+pub mod tls;
+
+use crate::flow::{Role, Seen};
+
+/// The protocol a connection carries, decided by its first bytes.
+#[derive(Debug)]
+pub enum App {
+    Http(Box<http::HttpConn>),
+    Tls(Box<tls::TlsConn>),
+}
+
+impl App {
+    /// Starts analyzing a connection whose first payload is `bytes` from `from`.
+    pub fn new(
+        from: Role,
+        bytes: &[u8],
+        server_port: u16,
+        start_captured: bool,
+        limits: http::HttpLimits,
+    ) -> App {
+        if from == Role::Client && tls::TlsConn::looks_like_tls(bytes) {
+            App::Tls(Box::default())
+        } else {
+            App::Http(Box::new(http::HttpConn::new(
+                server_port,
+                start_captured,
+                limits,
+            )))
+        }
+    }
+
+    pub fn on_data(&mut self, from: Role, offset: u64, bytes: &[u8], at: Seen) {
+        // Server bytes held by the HTTP analyzer before a TLS ClientHello: it was TLS after all.
+        if let App::Http(h) = self
+            && from == Role::Client
+            && !h.is_http
+            && h.transactions.is_empty()
+            && offset == 0
+            && tls::TlsConn::looks_like_tls(bytes)
+        {
+            *self = App::Tls(Box::default());
+        }
+        match self {
+            App::Http(h) => h.on_data(from, offset, bytes, at),
+            App::Tls(t) => t.on_data(from, bytes, at),
+        }
+    }
+
+    pub fn on_gap(&mut self, from: Role, len: u64) {
+        match self {
+            App::Http(h) => h.on_gap(from, len),
+            // A gap in TLS leaves the record layer lost; what was learnt before it stands.
+            App::Tls(t) => t.on_gap(from),
+        }
+    }
+
+    pub fn http(&self) -> Option<&http::HttpConn> {
+        match self {
+            App::Http(h) => Some(h),
+            App::Tls(_) => None,
+        }
+    }
+
+    pub fn tls(&self) -> Option<&tls::TlsConn> {
+        match self {
+            App::Tls(t) => Some(t),
+            App::Http(_) => None,
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! TLS over the reassembled streams, detected by content: records, handshake messages that
+//! span records and segments, alerts. It keeps what the diagnosis needs (SNI, versions, the
+//! server's certificates, alerts, how far the handshake got) and stops reading a direction
+//! once it is encrypted.
+
+pub mod cert;
+pub mod handshake;
+
+use crate::flow::{Role, Seen};
+use handshake::{ClientHello, ServerHello};
+
+/// Largest TLS record body (2^14 plus expansion allowance).
+const MAX_RECORD: usize = 18_432;
+/// Handshake bytes buffered per direction; certificate chains fit comfortably.
+const MAX_HANDSHAKE_BUFFER: usize = 64 * 1024;
+const MAX_CERTIFICATES: usize = 6;
+
+#[derive(Debug, Clone)]
+pub struct Alert {
+    pub from: Role,
+    pub at: Seen,
+    pub fatal: bool,
+    pub description: u8,
+    /// The last handshake step seen before it, e.g. "ServerHello (server)".
+    pub after: String,
+}
+
+#[derive(Debug, Default)]
+struct Direction {
+    header: Vec<u8>,
+    /// Bytes left of the current record, and whether they are kept (handshake, alert).
+    left: usize,
+    kind: u8,
+    record: Vec<u8>,
+    handshake: Vec<u8>,
+    handshake_at: Option<Seen>,
+    encrypted: bool,
+    off: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct TlsConn {
+    client: Direction,
+    server: Direction,
+    pub client_hello: Option<(ClientHello, Seen)>,
+    pub server_hello: Option<(ServerHello, Seen)>,
+    /// DER certificates from the server, leaf first, and the frame where the message ended.
+    pub certificates: Vec<Vec<u8>>,
+    pub certificate_at: Option<Seen>,
+    pub alerts: Vec<Alert>,
+    pub last_step: String,
+    /// Application data (or an encrypted handshake after TLS 1.3's ServerHello) in each
+    /// direction: the handshake got past its cleartext part.
+    pub client_encrypted: Option<Seen>,
+    pub server_encrypted: Option<Seen>,
+    pub client_app_data: bool,
+    pub server_app_data: bool,
+    /// Set when the stream stopped looking like TLS (SSLv2 hello, garbage); a warning, not a
+    /// finding.
+    pub not_tls: Option<String>,
+}
+
+impl TlsConn {
+    /// True when the client's first bytes look like a TLS handshake record, or an SSLv2-style
+    /// hello (which is then reported as a warning, not followed).
+    pub fn looks_like_tls(first: &[u8]) -> bool {
+        let tls = first.len() >= 2 && first[0] == 0x16 && first[1] == 0x03;
+        let sslv2 = first.len() >= 3 && first[0] & 0x80 != 0 && first[2] == 0x01;
+        tls || sslv2
+    }
+
+    /// The server answered with something that is not TLS.
+    pub fn server_not_tls(&self) -> bool {
+        self.server.off
+            && self
+                .not_tls
+                .as_deref()
+                .is_some_and(|w| w.starts_with("server"))
+    }
+
+    /// The handshake finished: both sides moved on to encrypted traffic.
+    pub fn established(&self) -> bool {
+        let tls13 = self
+            .server_hello
+            .as_ref()
+            .is_some_and(|(s, _)| s.version == 0x0304);
+        if tls13 {
+            self.client_app_data && self.server_encrypted.is_some()
+        } else {
+            self.client_encrypted.is_some() && self.server_encrypted.is_some()
+        }
+    }
+
+    /// Bytes missing from the capture: this direction's records cannot be followed any more.
+    pub fn on_gap(&mut self, from: Role) {
+        match from {
+            Role::Client => self.client.off = true,
+            Role::Server => self.server.off = true,
+        }
+    }
+
+    pub fn on_data(&mut self, from: Role, bytes: &[u8], at: Seen) {
+        let mut data = bytes;
+        while !data.is_empty() {
+            let dir = match from {
+                Role::Client => &mut self.client,
+                Role::Server => &mut self.server,
+            };
+            if dir.off {
+                return;
+            }
+            if dir.left == 0 {
+                let need = 5 - dir.header.len();
+                let take = need.min(data.len());
+                dir.header.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                if dir.header.len() < 5 {
+                    return;
+                }
+                let h = std::mem::take(&mut dir.header);
+                let len = u16::from_be_bytes([h[3], h[4]]) as usize;
+                if !(20..=24).contains(&h[0]) || h[1] != 3 || len > MAX_RECORD || len == 0 {
+                    let why = if h[0] & 0x80 != 0 {
+                        "an SSLv2-style record"
+                    } else {
+                        "bytes that are not a TLS record"
+                    };
+                    dir.off = true;
+                    if self.not_tls.is_none() {
+                        self.not_tls = Some(format!(
+                            "{} sent {why}; TLS analysis stopped on this connection",
+                            from.as_str()
+                        ));
+                    }
+                    return;
+                }
+                dir.kind = h[0];
+                dir.left = len;
+                dir.record.clear();
+                if dir.kind == 20 || (dir.kind == 23) || (dir.kind == 22 && dir.encrypted) {
+                    match (from, dir.kind) {
+                        (Role::Client, _) => {
+                            self.client_encrypted.get_or_insert(at);
+                        }
+                        (Role::Server, _) => {
+                            self.server_encrypted.get_or_insert(at);
+                        }
+                    }
+                    let dir = match from {
+                        Role::Client => &mut self.client,
+                        Role::Server => &mut self.server,
+                    };
+                    if dir.kind == 20 {
+                        dir.encrypted = true;
+                        self.last_step = format!("ChangeCipherSpec ({})", from.as_str());
+                    }
+                    if dir.kind == 23 {
+                        match from {
+                            Role::Client => self.client_app_data = true,
+                            Role::Server => self.server_app_data = true,
+                        }
+                    }
+                }
+                continue;
+            }
+            let take = dir.left.min(data.len());
+            let keep = dir.kind == 21 || (dir.kind == 22 && !dir.encrypted);
+            if keep {
+                dir.record.extend_from_slice(&data[..take]);
+            }
+            dir.left -= take;
+            data = &data[take..];
+            if dir.left > 0 {
+                return;
+            }
+            let record = std::mem::take(&mut dir.record);
+            match dir.kind {
+                21 => self.on_alert(from, &record, at),
+                22 if keep => self.on_handshake_bytes(from, &record, at),
+                _ => {}
+            }
+        }
+    }
+
+    fn on_alert(&mut self, from: Role, record: &[u8], at: Seen) {
+        let encrypted = match from {
+            Role::Client => self.client.encrypted,
+            Role::Server => self.server.encrypted,
+        };
+        // A TLS 1.3 server's alerts after its ServerHello are encrypted and unreadable.
+        if encrypted || record.len() != 2 || self.alerts.len() >= 8 {
+            return;
+        }
+        self.alerts.push(Alert {
+            from,
+            at,
+            fatal: record[0] == 2,
+            description: record[1],
+            after: self.last_step.clone(),
+        });
+    }
+
+    fn on_handshake_bytes(&mut self, from: Role, bytes: &[u8], at: Seen) {
+        {
+            let dir = match from {
+                Role::Client => &mut self.client,
+                Role::Server => &mut self.server,
+            };
+            if dir.handshake.is_empty() {
+                dir.handshake_at = Some(at);
+            }
+            if dir.handshake.len() + bytes.len() > MAX_HANDSHAKE_BUFFER {
+                dir.handshake.clear();
+                dir.off = true;
+                return;
+            }
+            dir.handshake.extend_from_slice(bytes);
+        }
+        loop {
+            let dir = match from {
+                Role::Client => &mut self.client,
+                Role::Server => &mut self.server,
+            };
+            if dir.handshake.len() < 4 {
+                return;
+            }
+            let kind = dir.handshake[0];
+            let len = ((dir.handshake[1] as usize) << 16)
+                | ((dir.handshake[2] as usize) << 8)
+                | dir.handshake[3] as usize;
+            if dir.handshake.len() < 4 + len {
+                return;
+            }
+            let msg: Vec<u8> = dir.handshake.drain(..4 + len).collect();
+            self.on_message(from, kind, &msg[4..], at);
+        }
+    }
+
+    fn on_message(&mut self, from: Role, kind: u8, body: &[u8], at: Seen) {
+        self.last_step = format!("{} ({})", handshake::message_name(kind), from.as_str());
+        match (from, kind) {
+            (Role::Client, 1) => {
+                if let Some(h) = handshake::client_hello(body)
+                    && self.client_hello.is_none()
+                {
+                    self.client_hello = Some((h, at));
+                }
+            }
+            (Role::Server, 2) => {
+                if let Some(h) = handshake::server_hello(body) {
+                    let tls13 = h.version == 0x0304 && !h.retry_request;
+                    if !h.retry_request || self.server_hello.is_none() {
+                        self.server_hello = Some((h, at));
+                    }
+                    if tls13 {
+                        // Everything after a TLS 1.3 ServerHello is encrypted.
+                        self.server.encrypted = true;
+                    }
+                }
+            }
+            (Role::Server, 11) if self.certificates.is_empty() => {
+                self.certificates = handshake::certificates(body, MAX_CERTIFICATES);
+                self.certificate_at = Some(at);
+            }
+            _ => {}
+        }
+    }
+}
