@@ -222,7 +222,6 @@ const NOT_YET_CAPTURED: &[(&str, &str)] = &[
         "tls_handshake_failure",
         "TLS analysis is not built yet (issue 7)",
     ),
-    ("tls_no_sni", "TLS analysis is not built yet (issue 7)"),
     (
         "tls_cert_unverifiable",
         "TLS analysis is not built yet (issue 7)",
