@@ -111,6 +111,8 @@ struct Pipeline<'a> {
     resynced_connections: u64,
     /// Connections whose TLS stopped parsing: (first frame, why), for the capture's warnings.
     not_tls: Vec<(u64, String)>,
+    /// Retransmissions carrying different bytes than the original: count and first frame.
+    conflicts: (u64, Option<u64>),
     connections: Vec<ConnectionReport>,
     reported_transactions: usize,
 }
@@ -142,6 +144,12 @@ impl FlowObserver for Pipeline<'_> {
             h.on_server_close(fin);
         }
         let http = app.as_ref().and_then(App::http);
+        for side in [&conn.to_server, &conn.to_client] {
+            if side.stream.conflicts > 0 {
+                self.conflicts.0 += side.stream.conflicts as u64;
+                self.conflicts.1 = self.conflicts.1.or(side.stream.first_conflict_frame);
+            }
+        }
         let ctx = Context {
             capture: self.name,
             thresholds: &self.options.thresholds,
@@ -198,6 +206,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         at_capture_end: false,
         resynced_connections: 0,
         not_tls: Vec::new(),
+        conflicts: (0, None),
         connections: Vec::new(),
         reported_transactions: 0,
     };
@@ -271,10 +280,20 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         detectors,
         resynced_connections,
         not_tls,
+        conflicts,
         connections: http_connections,
         ..
     } = pipeline;
     let findings = detectors.finish(&ctx);
+    if conflicts.0 > 0 {
+        warnings.push(
+            conflicts.1,
+            format!(
+                "{} retransmission(s) carried different bytes than the segment they repeat (an evasion attempt or a broken middlebox); the first version was analyzed",
+                conflicts.0
+            ),
+        );
+    }
     for (frame, why) in not_tls.iter().take(20) {
         warnings.push(Some(*frame), why.clone());
     }

@@ -263,3 +263,29 @@ fn not_a_capture_and_empty_input_are_clear_errors() {
     let e = analyze(b"").err().unwrap();
     assert!(e.contains("empty"), "{e}");
 }
+
+#[test]
+fn overlapping_retransmission_with_different_bytes_is_reported_and_first_version_analyzed() {
+    let mut frames = common::http_conversation(1, 2);
+    // Resend the request segment with a different target: same sequence numbers, other bytes.
+    let original = frames[3].1.clone();
+    let mut forged = original.clone();
+    let at = forged.windows(6).position(|w| w == b"GET /a").unwrap();
+    forged[at + 5] = b'z';
+    // Fix nothing else: lbdiag does not check TCP checksums, as captures on the sender hold
+    // checksums the NIC fills in later.
+    frames.insert(4, (1.004, forged));
+    let a = analyze(&common::pcap(&frames)).unwrap();
+    assert!(
+        a.summary
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("different bytes")),
+        "{:?}",
+        a.summary.warnings
+    );
+    assert_eq!(
+        a.findings[0].evidence["request"], "GET /b",
+        "the pipelined second request"
+    );
+}

@@ -52,6 +52,32 @@ struct Held {
 /// (garbage, or a sequence space we misread): it is ignored rather than opening a huge hole.
 const MAX_PLAUSIBLE_JUMP: i64 = 1 << 30;
 
+/// The first and last bytes of a recently delivered segment: enough to notice a retransmission
+/// that carries different bytes than the original, without keeping the stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Sample {
+    seq: u32,
+    len: u32,
+    head: [u8; 8],
+    tail: [u8; 8],
+}
+
+impl Sample {
+    fn of(seq: SeqNumber, payload: &[u8]) -> Sample {
+        let mut s = Sample {
+            seq: seq.0,
+            len: payload.len() as u32,
+            ..Sample::default()
+        };
+        let n = payload.len().min(8);
+        s.head[..n].copy_from_slice(&payload[..n]);
+        s.tail[..n].copy_from_slice(&payload[payload.len() - n..]);
+        s
+    }
+}
+
+const SAMPLES: usize = 8;
+
 #[derive(Debug, Default)]
 pub struct Reassembler {
     next: Option<SeqNumber>,
@@ -64,6 +90,12 @@ pub struct Reassembler {
     pub first_gap_frame: Option<u64>,
     pub retransmitted_bytes: u64,
     pub implausible_segments: u32,
+    /// Retransmissions whose bytes differ from what was delivered first (sampled comparison);
+    /// the first version is the one analyzed.
+    pub conflicts: u32,
+    pub first_conflict_frame: Option<u64>,
+    samples: Option<Box<[Sample; SAMPLES]>>,
+    next_sample: usize,
 }
 
 impl Reassembler {
@@ -107,7 +139,13 @@ impl Reassembler {
         }
         if rel + wire_len as i64 <= 0 {
             self.retransmitted_bytes += wire_len as u64;
+            self.check_retransmission(seq, payload, wire_len, at);
             return;
+        }
+        if rel == 0 && payload.len() == wire_len as usize {
+            let samples = self.samples.get_or_insert_with(Box::default);
+            samples[self.next_sample] = Sample::of(seq, payload);
+            self.next_sample = (self.next_sample + 1) % SAMPLES;
         }
         if rel <= 0 {
             let skip = (-rel) as u32;
@@ -137,6 +175,21 @@ impl Reassembler {
         );
         self.held_bytes += cost;
         budget.held += cost;
+    }
+
+    fn check_retransmission(&mut self, seq: SeqNumber, payload: &[u8], wire_len: u32, at: Seen) {
+        if payload.len() != wire_len as usize {
+            return;
+        }
+        let Some(samples) = &self.samples else { return };
+        let now = Sample::of(seq, payload);
+        let differs = samples
+            .iter()
+            .any(|s| s.seq == now.seq && s.len == now.len && s != &now);
+        if differs {
+            self.conflicts += 1;
+            self.first_conflict_frame.get_or_insert(at.frame);
+        }
     }
 
     /// Ends the stream: what is still held is delivered with gaps for the holes before it.
@@ -393,6 +446,17 @@ mod test {
                 Ev::D(10, b"z".to_vec())
             ]
         );
+    }
+
+    #[test]
+    fn test_retransmission_with_different_bytes_is_a_conflict_first_version_kept() {
+        let (ev, r) = run(
+            &[(1000, b"GET /a"), (1000, b"GET /a"), (1000, b"GET /b")],
+            &mut big_budget(),
+        );
+        assert_eq!(joined(&ev), b"GET /a");
+        assert_eq!(r.conflicts, 1);
+        assert_eq!(r.first_conflict_frame, Some(3));
     }
 
     #[test]
