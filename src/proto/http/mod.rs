@@ -575,52 +575,73 @@ impl HttpConn {
                     }
                 }
             }
-            Mode::Body(body) => {
-                let t = self.transactions.len().saturating_sub(1);
-                let (used, done) = match body {
-                    Body::Length(left) => {
-                        let take = (*left).min(data.len() as u64);
-                        *left -= take;
-                        (take as usize, *left == 0)
+            Mode::Body(_) => self.body_step(Role::Client, data, off, at),
+        }
+    }
+
+    /// Feeds body bytes of the current request (client) or response (server) and updates its
+    /// transaction; returns how many bytes belong to the body.
+    fn body_step(&mut self, from: Role, data: &[u8], off: u64, at: Seen) -> usize {
+        let t = match from {
+            Role::Client => self.transactions.len().saturating_sub(1),
+            Role::Server => self.next_response,
+        };
+        let dir = self.direction(from);
+        let Mode::Body(body) = &mut dir.mode else {
+            return data.len();
+        };
+        let (used, done) = match body {
+            Body::Length(left) => {
+                let take = (*left).min(data.len() as u64);
+                *left -= take;
+                (take as usize, *left == 0)
+            }
+            Body::Chunked(c) => match c.feed(data) {
+                Fed::NeedMore => (data.len(), false),
+                Fed::Done { consumed } => (consumed, true),
+                Fed::Error { at: pos, error } => {
+                    dir.mode = Mode::Lost { scanned: 0 };
+                    self.anomaly(Anomaly {
+                        kind: Kind::MalformedChunked,
+                        from,
+                        at,
+                        offset: off + pos as u64,
+                        reason: error.to_string(),
+                        excerpt: Some(excerpt(
+                            &data[pos.saturating_sub(8)..data.len().min(pos + 24)],
+                            80,
+                        )),
+                        transaction: Some(t),
+                    });
+                    if from == Role::Server {
+                        self.advance_response();
                     }
-                    Body::Chunked(c) => match c.feed(data) {
-                        Fed::NeedMore => (data.len(), false),
-                        Fed::Done { consumed } => (consumed, true),
-                        Fed::Error { at: pos, error } => {
-                            self.anomaly(Anomaly {
-                                kind: Kind::MalformedChunked,
-                                from: Role::Client,
-                                at,
-                                offset: off + pos as u64,
-                                reason: error.to_string(),
-                                excerpt: Some(excerpt(
-                                    &data[pos.saturating_sub(8)..data.len().min(pos + 24)],
-                                    80,
-                                )),
-                                transaction: Some(t),
-                            });
-                            self.req.mode = Mode::Lost { scanned: 0 };
-                            return data.len();
-                        }
-                    },
-                    Body::UntilClose => (data.len(), false),
-                };
-                let decoded = match body {
-                    Body::Chunked(c) => Some(c.body_bytes),
-                    _ => None,
-                };
-                if let Some(txn) = self.transactions.get_mut(t) {
-                    txn.request_body = decoded.unwrap_or(txn.request_body + used as u64);
-                    if done {
-                        txn.request_complete = Some(at);
-                    }
+                    return data.len();
                 }
-                if done {
-                    self.req.mode = Mode::Start;
-                }
-                used.max(1).min(data.len())
+            },
+            Body::UntilClose => (data.len(), false),
+        };
+        let decoded = match body {
+            Body::Chunked(c) => Some(c.body_bytes),
+            _ => None,
+        };
+        if done {
+            dir.mode = Mode::Start;
+        }
+        if let Some(txn) = self.transactions.get_mut(t) {
+            let (count, complete) = match from {
+                Role::Client => (&mut txn.request_body, &mut txn.request_complete),
+                Role::Server => (&mut txn.response_body, &mut txn.response_complete),
+            };
+            *count = decoded.unwrap_or(*count + used as u64);
+            if done {
+                *complete = Some(at);
             }
         }
+        if done && from == Role::Server {
+            self.advance_response();
+        }
+        used.clamp(1, data.len())
     }
 
     /// The end of the buffered head's first line when it is an HTTP/0.9 request line: a known
@@ -1023,53 +1044,7 @@ impl HttpConn {
                     }
                 }
             }
-            Mode::Body(body) => {
-                let t = self.next_response;
-                let (used, done) = match body {
-                    Body::Length(left) => {
-                        let take = (*left).min(data.len() as u64);
-                        *left -= take;
-                        (take as usize, *left == 0)
-                    }
-                    Body::Chunked(c) => match c.feed(data) {
-                        Fed::NeedMore => (data.len(), false),
-                        Fed::Done { consumed } => (consumed, true),
-                        Fed::Error { at: pos, error } => {
-                            self.anomaly(Anomaly {
-                                kind: Kind::MalformedChunked,
-                                from: Role::Server,
-                                at,
-                                offset: off + pos as u64,
-                                reason: error.to_string(),
-                                excerpt: Some(excerpt(
-                                    &data[pos.saturating_sub(8)..data.len().min(pos + 24)],
-                                    80,
-                                )),
-                                transaction: Some(t),
-                            });
-                            self.resp.mode = Mode::Lost { scanned: 0 };
-                            self.advance_response();
-                            return data.len();
-                        }
-                    },
-                    Body::UntilClose => (data.len(), false),
-                };
-                let decoded = match body {
-                    Body::Chunked(c) => Some(c.body_bytes),
-                    _ => None,
-                };
-                if let Some(txn) = self.transactions.get_mut(t) {
-                    txn.response_body = decoded.unwrap_or(txn.response_body + used as u64);
-                    if done {
-                        txn.response_complete = Some(at);
-                    }
-                }
-                if done {
-                    self.resp.mode = Mode::Start;
-                    self.advance_response();
-                }
-                used.max(1).min(data.len())
-            }
+            Mode::Body(_) => self.body_step(Role::Server, data, off, at),
         }
     }
 
