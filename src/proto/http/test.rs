@@ -265,3 +265,15 @@ fn test_upgrade_ends_http() {
     assert!(h.anomalies.is_empty(), "{:?}", h.anomalies);
     assert_eq!(h.transactions.len(), 1);
 }
+
+/// Found by the bit-flip robustness test: a response after a malformed one, with no request
+/// left to pair it with, indexed past the transaction list.
+#[test]
+fn test_regression_response_after_malformed_response_without_request() {
+    let h = run(
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nBad Header\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        &[],
+    );
+    assert!(h.anomalies.iter().any(|a| a.kind == Kind::MalformedResponse));
+}
