@@ -23,6 +23,8 @@ pub struct Options {
     pub http: HttpLimits,
     /// Include each connection's HTTP transactions in the report.
     pub transactions: bool,
+    /// Bytes of HTTP heads and TLS handshakes buffered across all connections.
+    pub max_protocol_buffers: usize,
     /// Findings kept per kind and server; the rest are counted in the summary.
     pub max_findings_per_group: u32,
 }
@@ -34,6 +36,7 @@ impl Default for Options {
             thresholds: Thresholds::default(),
             http: HttpLimits::default(),
             transactions: false,
+            max_protocol_buffers: 256 << 20,
             max_findings_per_group: 100,
         }
     }
@@ -113,6 +116,9 @@ struct Pipeline<'a> {
     not_tls: Vec<(u64, String)>,
     /// Retransmissions carrying different bytes than the original: count and first frame.
     conflicts: (u64, Option<u64>),
+    /// Bytes held in protocol buffers across all connections, and times they had to be shed.
+    buffered: usize,
+    shed: u64,
     connections: Vec<ConnectionReport>,
     reported_transactions: usize,
 }
@@ -120,24 +126,37 @@ struct Pipeline<'a> {
 impl FlowObserver for Pipeline<'_> {
     fn on_stream(&mut self, conn: ConnRef, from: Role, event: StreamEvent<'_>) {
         let limits = self.options.http;
+        let app = match event {
+            StreamEvent::Data { bytes, .. } => self.apps.entry(conn.serial).or_insert_with(|| {
+                App::new(from, bytes, conn.server.port(), conn.start_captured, limits)
+            }),
+            StreamEvent::Gap { .. } => match self.apps.get_mut(&conn.serial) {
+                Some(app) => app,
+                None => return,
+            },
+        };
+        let before = app.buffered_bytes();
         match event {
-            StreamEvent::Data { offset, bytes, at } => self
-                .apps
-                .entry(conn.serial)
-                .or_insert_with(|| {
-                    App::new(from, bytes, conn.server.port(), conn.start_captured, limits)
-                })
-                .on_data(from, offset, bytes, at),
-            StreamEvent::Gap { len, .. } => {
-                if let Some(app) = self.apps.get_mut(&conn.serial) {
-                    app.on_gap(from, len);
-                }
-            }
+            StreamEvent::Data { offset, bytes, at } => app.on_data(from, offset, bytes, at),
+            StreamEvent::Gap { len, .. } => app.on_gap(from, len),
+        }
+        // Protocol buffers share one capture-wide budget, so many connections with half-sent
+        // heads cannot add up to unbounded memory.
+        let after = app.buffered_bytes();
+        self.buffered = (self.buffered + after).saturating_sub(before);
+        if self.buffered > self.options.max_protocol_buffers {
+            app.shed_buffers();
+            self.buffered -= after.min(self.buffered);
+            self.buffered += app.buffered_bytes();
+            self.shed += 1;
         }
     }
 
     fn on_finalized(&mut self, conn: Connection) {
         let mut app = self.apps.remove(&conn.serial);
+        if let Some(a) = &app {
+            self.buffered -= a.buffered_bytes().min(self.buffered);
+        }
         if let (Some(App::Http(h)), Some(fin)) = (&mut app, conn.to_client.fin)
             && conn.reset.is_none_or(|r| r.at.frame > fin.frame)
         {
@@ -207,6 +226,8 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         resynced_connections: 0,
         not_tls: Vec::new(),
         conflicts: (0, None),
+        buffered: 0,
+        shed: 0,
         connections: Vec::new(),
         reported_transactions: 0,
     };
@@ -281,10 +302,19 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         resynced_connections,
         not_tls,
         conflicts,
+        shed,
         connections: http_connections,
         ..
     } = pipeline;
     let findings = detectors.finish(&ctx);
+    if shed > 0 {
+        warnings.push(
+            None,
+            format!(
+                "protocol buffer limit reached {shed} time(s) (--max-protocol-buffers): heads in progress were given up and resumed at the next message"
+            ),
+        );
+    }
     if conflicts.0 > 0 {
         warnings.push(
             conflicts.1,

@@ -103,6 +103,9 @@ struct AnalyzeArgs {
     /// Show Authorization, Cookie, Set-Cookie and token-like query values instead of redacting them.
     #[arg(long)]
     show_secrets: bool,
+    /// Bytes of HTTP heads and TLS handshake messages buffered across all connections.
+    #[arg(long, default_value_t = 256 << 20)]
+    max_protocol_buffers: usize,
     /// Findings listed per kind and server; further ones are only counted.
     #[arg(long, default_value_t = 100)]
     max_findings: u32,
@@ -156,6 +159,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             ..HttpLimits::default()
         },
         transactions: args.transactions,
+        max_protocol_buffers: args.max_protocol_buffers,
         max_findings_per_group: args.max_findings.max(1),
     };
     let report = lbdiag::analyze_paths(&args.files, &options);

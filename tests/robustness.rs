@@ -289,3 +289,40 @@ fn overlapping_retransmission_with_different_bytes_is_reported_and_first_version
         "the pipelined second request"
     );
 }
+
+#[test]
+fn half_sent_heads_on_many_connections_stay_within_the_protocol_buffer_budget() {
+    use etherparse::PacketBuilder;
+    let mut frames = Vec::new();
+    for i in 0..200u16 {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(20000 + i, 80, 1, 65535)
+            .ack(1)
+            .write(
+                &mut f,
+                format!("GET /{i} HTTP/1.1\r\nX-Pad: {}", "p".repeat(900)).as_bytes(),
+            )
+            .unwrap();
+        frames.push((1.0 + i as f64 * 0.001, f));
+    }
+    let reader = CaptureReader::from_read(
+        "heads.pcap".into(),
+        Box::new(Cursor::new(common::pcap(&frames))),
+    )
+    .unwrap();
+    let options = Options {
+        max_protocol_buffers: 50_000,
+        ..Options::default()
+    };
+    let a = analyze_reader(reader, &options);
+    assert!(
+        a.summary
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("--max-protocol-buffers")),
+        "{:?}",
+        a.summary.warnings
+    );
+}

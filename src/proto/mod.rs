@@ -58,6 +58,20 @@ impl App {
         }
     }
 
+    pub fn buffered_bytes(&self) -> usize {
+        match self {
+            App::Http(h) => h.buffered_bytes(),
+            App::Tls(t) => t.buffered_bytes(),
+        }
+    }
+
+    pub fn shed_buffers(&mut self) {
+        match self {
+            App::Http(h) => h.shed_buffers(),
+            App::Tls(t) => t.shed_buffers(),
+        }
+    }
+
     pub fn http(&self) -> Option<&http::HttpConn> {
         match self {
             App::Http(h) => Some(h),

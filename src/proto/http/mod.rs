@@ -292,6 +292,25 @@ impl HttpConn {
         self.anomalies.push(a);
     }
 
+    /// Bytes this connection holds in buffers (heads being assembled, early server bytes).
+    pub fn buffered_bytes(&self) -> usize {
+        self.req.head.capacity() + self.resp.head.capacity() + self.early_response_bytes
+    }
+
+    /// Drops every buffer because the capture-wide budget ran out: heads in progress are given
+    /// up (resynchronising at the next message) and held server bytes are forgotten.
+    pub fn shed_buffers(&mut self) {
+        for dir in [&mut self.req, &mut self.resp] {
+            if matches!(dir.mode, Mode::Head) {
+                dir.mode = Mode::Lost { scanned: 0 };
+            }
+            dir.head = Vec::new();
+            dir.reset_head();
+        }
+        self.early_response = Vec::new();
+        self.early_response_bytes = 0;
+    }
+
     /// The response to the oldest outstanding request is done (or given up on).
     fn advance_response(&mut self) {
         self.next_response = (self.next_response + 1).min(self.transactions.len());

@@ -275,5 +275,9 @@ fn test_regression_response_after_malformed_response_without_request() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nBad Header\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
         &[],
     );
-    assert!(h.anomalies.iter().any(|a| a.kind == Kind::MalformedResponse));
+    assert!(
+        h.anomalies
+            .iter()
+            .any(|a| a.kind == Kind::MalformedResponse)
+    );
 }

@@ -91,6 +91,25 @@ impl TlsConn {
         }
     }
 
+    /// Bytes this connection holds in buffers (records and handshake messages in progress).
+    pub fn buffered_bytes(&self) -> usize {
+        [&self.client, &self.server]
+            .iter()
+            .map(|d| d.record.capacity() + d.handshake.capacity() + d.header.capacity())
+            .sum::<usize>()
+            + self.certificates.iter().map(Vec::capacity).sum::<usize>()
+    }
+
+    /// Drops the buffers in progress because the capture-wide budget ran out; what was already
+    /// learnt (hello, certificates) stays.
+    pub fn shed_buffers(&mut self) {
+        for dir in [&mut self.client, &mut self.server] {
+            dir.record = Vec::new();
+            dir.handshake = Vec::new();
+            dir.off = true;
+        }
+    }
+
     /// Bytes missing from the capture: this direction's records cannot be followed any more.
     pub fn on_gap(&mut self, from: Role) {
         match from {
