@@ -15,7 +15,7 @@ CA=10.50.1.1; SA=10.50.2.1
 cleanup() {
   for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done
   [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-  for ns in $C $R $S; do ip netns del $ns 2>/dev/null || true; done
+  for ns in $C $R $S t5c2 t5br t5s2; do ip netns del $ns 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -124,6 +124,30 @@ ip netns exec $S ethtool -K t5s0 tso off gso off >/dev/null 2>&1 || true
 capture_start $C t5c0 "$out/keepalive-idle-close.pcap" tcp
 ip netns exec $C python3 "$tools/peer.py" extra keepalive-idle $SA 80 4
 capture_stop
+
+# 8. A slow path: a userspace bridge holds every frame 200 ms each way (no netem here).
+for ns in t5c2 t5br t5s2; do ip netns del $ns 2>/dev/null || true; ip netns add $ns; ip netns exec $ns ip link set lo up; done
+ip link add t5x0 type veth peer name t5xa
+ip link add t5y0 type veth peer name t5yb
+ip link set t5x0 netns t5c2; ip link set t5xa netns t5br
+ip link set t5y0 netns t5s2; ip link set t5yb netns t5br
+ip netns exec t5c2 ip addr add 10.90.0.1/24 dev t5x0
+ip netns exec t5s2 ip addr add 10.90.0.2/24 dev t5y0
+for pair in "t5c2 t5x0" "t5br t5xa" "t5br t5yb" "t5s2 t5y0"; do
+  set -- $pair
+  ip netns exec "$1" ip link set "$2" up promisc on
+  # Checksums too: a userspace bridge forwards frames whose checksum the NIC would fill in.
+  ip netns exec "$1" ethtool -K "$2" tx off tso off gso off gro off >/dev/null 2>&1 || true
+done
+ip netns exec t5br python3 "$tools/delay_bridge.py" t5xa t5yb 200 14 &
+bridge=$!
+ip netns exec t5s2 python3 "$tools/peer.py" extra bulk 8092 2000 1 &
+sleep 1
+capture_start t5c2 t5x0 "$out/high-rtt.pcap" tcp
+ip netns exec t5c2 curl -s -o /dev/null --max-time 8 http://10.90.0.2:8092/ || true
+capture_stop
+kill $bridge 2>/dev/null || true; wait $bridge 2>/dev/null || true
+for ns in t5c2 t5br t5s2; do ip netns del $ns 2>/dev/null || true; done
 
 python3 "$tools/truth_transport.py" "$out"
 echo "transport captures rebuilt in $out"

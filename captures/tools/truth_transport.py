@@ -84,6 +84,15 @@ def main(out):
            "high_rtt", "syn_retransmitted", "error_status"],
           healthy=True)
 
+    f = p("high-rtt.pcap")
+    syn = tshark(f, "tcp.flags.syn==1 && tcp.flags.ack==0", "frame.number")
+    synack = tshark(f, "tcp.flags.syn==1 && tcp.flags.ack==1", "frame.number")
+    write(out, "high-rtt.pcap", "client",
+          "A userspace Ethernet bridge (tools/delay_bridge.py) between client and server holds every frame 200 ms each way: a 400 ms round trip for a small request.",
+          [{"kind": "high_rtt", "status": 408, "server_port": 8092, "frames": [int(syn[0][0]), int(synack[0][0])]}],
+          ["packet_loss", "mtu_blackhole", "zero_window", "handshake_refused", "syn_unanswered", "connection_reset"],
+          also=["syn_retransmitted"])
+
     write(out, "keepalive-idle-close.pcap", "client",
           "One request to nginx (keepalive_timeout 2s) on a keep-alive connection; the connection sits idle until nginx closes it, then the client closes too. Healthy.",
           [], NOISE + ["closed_before_response", "no_response", "error_status"], healthy=True)
