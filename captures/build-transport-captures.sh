@@ -81,22 +81,27 @@ capture_stop
 ip netns exec $R ip link set t5rs mtu 1280
 ip netns exec $R iptables -A OUTPUT -p icmp --icmp-type fragmentation-needed -j DROP
 head -c 20000 /dev/zero | tr '\0' 'p' > "$work/body"
-capture_start $C t5c0 "$out/mtu-blackhole.pcap" tcp or icmp
+# Each POST goes to its own port, so a connection still retransmitting after its capture
+# stopped cannot spill into the next capture.
+ip netns exec $S timeout 30 python3 "$tools/peer.py" extra sink 8093 1 &
+ip netns exec $S timeout 30 python3 "$tools/peer.py" extra sink 8094 1 &
+sleep 0.5
+capture_start $C t5c0 "$out/mtu-blackhole.pcap" tcp port 80 or tcp port 8093 or icmp
 get http://$SA/small
-ip netns exec $C curl -s -o /dev/null --max-time 8 --data-binary @"$work/body" http://$SA/small || true
+ip netns exec $C curl -s -o /dev/null --max-time 8 --data-binary @"$work/body" http://$SA:8093/upload || true
 capture_stop
 
 # 3. The same path with ICMP allowed: path MTU discovery works.
 ip netns exec $R iptables -D OUTPUT -p icmp --icmp-type fragmentation-needed -j DROP
 ip netns exec $C ip route flush cache
-capture_start $C t5c0 "$out/pmtud-works.pcap" tcp or icmp
-ip netns exec $C curl -s -o /dev/null --max-time 8 --data-binary @"$work/body" http://$SA/small || true
+capture_start $C t5c0 "$out/pmtud-works.pcap" tcp port 8094 or icmp
+ip netns exec $C curl -s -o /dev/null --max-time 8 --data-binary @"$work/body" http://$SA:8094/upload || true
 capture_stop
 ip netns exec $R ip link set t5rs mtu 1500
 
 # 4. Heavy random loss on the server-to-client direction, then light loss that TCP recovers.
 ip netns exec $R iptables -A FORWARD -s $SA -m statistic --mode random --probability 0.15 -j DROP
-capture_start $C t5c0 "$out/heavy-loss.pcap" tcp
+capture_start $C t5c0 "$out/heavy-loss.pcap" tcp port 80
 get http://$SA/big 20
 capture_stop
 ip netns exec $R iptables -F FORWARD

@@ -144,6 +144,33 @@ def bulk(port, size, count):
         conn.close()
 
 
+def sink(port, count):
+    """Reads a request and its whole Content-Length body, then answers 200."""
+    s = listener(port)
+    for _ in range(count):
+        try:
+            conn, _ = s.accept()
+        except OSError:
+            break
+        data = read_request(conn)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        try:
+            while len(body) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+            conn.sendall(RESPONSE)
+        except OSError:
+            pass
+        conn.close()
+    s.close()
+
+
 def slow_reader(host, port, pause):
     """Reads 1 KB, stops reading for `pause` seconds with a small receive buffer, then reads
     the rest: the sender sees a zero window."""
@@ -179,6 +206,8 @@ if __name__ == "__main__" and sys.argv[1] == "extra":
         accept_late(int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
     elif mode == "bulk":
         bulk(int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    elif mode == "sink":
+        sink(int(sys.argv[3]), int(sys.argv[4]))
     elif mode == "slow-reader":
         slow_reader(sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
     elif mode == "keepalive-idle":

@@ -44,21 +44,21 @@ def main(out):
     f = p("mtu-blackhole.pcap")
     big = tshark(f, "tcp.analysis.retransmission && ip.len > 1280", "frame.number")
     write(out, "mtu-blackhole.pcap", "client",
-          "Client, router, server. The router's link to the server has MTU 1280 and the router's ICMP fragmentation-needed messages are dropped by iptables. A small GET works; a 20 KB POST sends 1500-byte packets that are retransmitted and never acknowledged until curl gives up after 8 s.",
-          [{"kind": "mtu_blackhole", "status": 502, "server_port": 80, "frames": [int(big[0][0])]}],
+          "Client, router, server. The router's link to the server has MTU 1280 and the router's ICMP fragmentation-needed messages are dropped by iptables. A small GET to nginx works; a 20 KB POST to a Python server that reads the whole body sends 1500-byte packets that are retransmitted and never acknowledged until curl gives up after 8 s.",
+          [{"kind": "mtu_blackhole", "status": 502, "server_port": 8093, "frames": [int(big[0][0])]}],
           ["icmp_frag_needed", "handshake_refused", "syn_unanswered", "zero_window"],
           also=["packet_loss", "connection_reset", "client_closed_early", "no_response", "request_body_truncated", "oversize_packet"])
 
     f = p("pmtud-works.pcap")
     icmp = tshark(f, "icmp.type==3 && icmp.code==4", "frame.number")
     write(out, "pmtud-works.pcap", "client",
-          "The same path with ICMP allowed: the router sends fragmentation-needed with next-hop MTU 1280, the client lowers its packet size and the 20 KB POST succeeds.",
+          "The same path with ICMP allowed: the router sends fragmentation-needed with next-hop MTU 1280, the client lowers its packet size and the 20 KB POST to the Python server succeeds.",
           [{"kind": "icmp_frag_needed", "frames": [int(icmp[0][0])]}],
           ["mtu_blackhole", "packet_loss", "connection_reset", "handshake_refused", "syn_unanswered",
            "zero_window", "malformed_response", "no_response"])
 
     write(out, "heavy-loss.pcap", "client",
-          "iptables on the router drops 15% of the server's packets at random while curl downloads 300 KB: many retransmissions and duplicate ACKs. The capture also holds the lossy tail of the previous test's POST, a connection whose start was not captured.",
+          "iptables on the router drops 15% of the server's packets at random while curl downloads 300 KB: many retransmissions and duplicate ACKs.",
           [{"kind": "packet_loss", "status": 504, "server_port": 80}],
           ["mtu_blackhole", "handshake_refused", "zero_window"],
           also=["syn_retransmitted", "connection_reset", "capture_gap", "high_rtt"])
