@@ -118,6 +118,20 @@ pub fn name_matches(pattern: &str, name: &str) -> bool {
 mod test {
     use super::*;
 
+    /// A v1 certificate (made with `openssl x509 -req -signkey`): rustls-webpki refuses it,
+    /// so the CN fallback decides.
+    const V1_CN_ONLY: &[u8] = include_bytes!("testdata/v1-cn-only.der");
+
+    #[test]
+    fn test_v1_certificate_uses_the_common_name() {
+        let info = parse(V1_CN_ONLY).expect("parses");
+        assert_eq!(info.version, 1);
+        assert!(info.dns_names.is_empty());
+        assert!(covers(V1_CN_ONLY, &info, "v1.example.test"));
+        assert!(!covers(V1_CN_ONLY, &info, "other.example.test"));
+        assert_eq!(info.sha256.len(), 32 * 3 - 1);
+    }
+
     #[test]
     fn test_exact_names_ignore_case_and_trailing_dot() {
         assert!(name_matches("www.Example.com", "WWW.example.com."));
