@@ -1,6 +1,7 @@
 //! Writes synthetic stress captures for the memory and speed benchmarks (benches/memory.sh):
 //!   cargo run --release --example synth -- syn-flood N OUT.pcap
 //!   cargo run --release --example synth -- out-of-order N OUT.pcap
+//!   cargo run --release --example synth -- in-order N OUT.pcap
 //! A SYN flood is N half-open connections; out-of-order is one connection whose N segments
 //! arrive in reverse order within each window of 64.
 
@@ -59,7 +60,7 @@ fn main() -> std::io::Result<()> {
     let (kind, n, out) = match args.as_slice() {
         [_, k, n, o] => (k.as_str(), n.parse::<u64>().expect("count"), o),
         _ => {
-            eprintln!("usage: synth syn-flood|out-of-order N OUT.pcap");
+            eprintln!("usage: synth syn-flood|out-of-order|in-order N OUT.pcap");
             std::process::exit(2);
         }
     };
@@ -82,6 +83,21 @@ fn main() -> std::io::Result<()> {
                     b"",
                 );
                 write_record(&mut w, start + i, &f)?;
+            }
+        }
+        "in-order" => {
+            // One long download: full-size segments from the server, an ACK every second one.
+            let payload = [b'y'; 1448];
+            let syn = frame([10, 0, 0, 1], [10, 0, 0, 2], 40000, 80, 0, 0x02, b"");
+            write_record(&mut w, start, &syn)?;
+            for i in 0..n {
+                let seq = 1u32.wrapping_add((i * 1448) as u32);
+                let f = if i % 3 == 2 {
+                    frame([10, 0, 0, 1], [10, 0, 0, 2], 40000, 80, 1, 0x10, b"")
+                } else {
+                    frame([10, 0, 0, 2], [10, 0, 0, 1], 80, 40000, seq, 0x18, &payload)
+                };
+                write_record(&mut w, start + 1 + i, &f)?;
             }
         }
         "out-of-order" => {

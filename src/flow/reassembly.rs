@@ -82,7 +82,8 @@ const SAMPLES: usize = 8;
 pub struct Reassembler {
     next: Option<SeqNumber>,
     offset: u64,
-    held: Vec<Held>,
+    /// Sorted by sequence number; segments usually arrive at either end, so a deque.
+    held: std::collections::VecDeque<Held>,
     held_bytes: usize,
     pub delivered_bytes: u64,
     pub gap_bytes: u64,
@@ -194,8 +195,7 @@ impl Reassembler {
 
     /// Ends the stream: what is still held is delivered with gaps for the holes before it.
     pub fn finish(&mut self, budget: &mut Budget, sink: &mut dyn FnMut(StreamEvent<'_>)) {
-        while !self.held.is_empty() {
-            let held = self.held.remove(0);
+        while let Some(held) = self.held.pop_front() {
             self.release(&held, budget);
             let next = self.next.unwrap_or(held.seq);
             if held.seq.diff(next) > 0 {
@@ -234,12 +234,12 @@ impl Reassembler {
     }
 
     fn drain(&mut self, budget: &mut Budget, sink: &mut dyn FnMut(StreamEvent<'_>)) {
-        while let Some(first) = self.held.first() {
+        while let Some(first) = self.held.front() {
             let next = self.next.expect("started before anything is held");
             if first.seq.diff(next) > 0 {
                 break;
             }
-            let held = self.held.remove(0);
+            let held = self.held.pop_front().expect("front exists");
             self.release(&held, budget);
             self.deliver_held(held, sink);
         }
