@@ -66,7 +66,7 @@ struct AnalyzeArgs {
     /// Seconds of capture time without packets after which a connection is finalized.
     #[arg(long, default_value_t = 300)]
     idle_timeout: u32,
-    /// Live connections held at once (about 1.1 KB each); beyond this the one due soonest is
+    /// Live connections held at once (about 1.2 KB each); beyond this the one due soonest is
     /// finalized early.
     #[arg(long, default_value_t = 500_000)]
     max_connections: usize,
