@@ -90,11 +90,8 @@ impl<R: Read> Read for FillingReader<R> {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if filled > 0 => {
-                    // Hand over what we have; the error comes back on the next call.
-                    let _ = e;
-                    break;
-                }
+                // Hand over what we have; the error comes back on the next call.
+                Err(_) if filled > 0 => break,
                 Err(e) => return Err(e),
             }
         }

@@ -341,7 +341,7 @@ impl TlsFindings {
     }
 
     pub fn finish(self, out: &mut Findings) {
-        for ((kind, _, _), mut g) in self.groups {
+        for mut g in self.groups.into_values() {
             if g.count > 1 {
                 g.finding
                     .evidence
@@ -352,7 +352,6 @@ impl TlsFindings {
             }
             g.finding.packets.sort_unstable();
             g.finding.packets.dedup();
-            let _ = kind;
             out.push(g.finding);
         }
     }
