@@ -118,6 +118,24 @@ fn sentence(f: &Finding, n: usize) -> String {
             "The load balancer throttled {} to {server} (ALB-QPS-Limited) and answered 503.",
             plural(n, "request", "requests")
         ),
+        Kind::TlsCertExpired => format!(
+            "{server} presents a certificate that is not valid at the time of the capture (expired or not yet valid), so clients that check it fail the TLS handshake; behind a load balancer this shows up as 502."
+        ),
+        Kind::TlsSniMismatch => format!(
+            "{server} presents a certificate that does not cover the name the client asked for ({}), so clients that check names fail; behind a load balancer this shows up as 502.",
+            text(f, "sni")
+        ),
+        Kind::TlsHandshakeFailure => format!(
+            "The TLS handshake with {server} failed on {} ({}); no request could be sent, which a load balancer reports as 502 on a backend leg.",
+            plural(n, "connection", "connections"),
+            f.evidence.get("alert").and_then(|v| v.as_str()).map_or(
+                "the connection closed during the handshake".to_string(),
+                |a| format!("{a} alert")
+            )
+        ),
+        Kind::OversizePacket | Kind::IcmpFragNeeded | Kind::CaptureGap => {
+            format!("{} ({} time(s)).", f.summary.trim_end_matches('.'), n)
+        }
         other => format!("{n} {other} finding(s) for {server}."),
     }
 }
