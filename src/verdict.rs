@@ -133,7 +133,7 @@ fn sentence(f: &Finding, n: usize) -> String {
                 |a| format!("{a} alert")
             )
         ),
-        Kind::OversizePacket | Kind::IcmpFragNeeded | Kind::CaptureGap => {
+        Kind::IcmpFragNeeded | Kind::CaptureGap => {
             format!("{} ({} time(s)).", f.summary.trim_end_matches('.'), n)
         }
         other => format!("{n} {other} finding(s) for {server}."),
