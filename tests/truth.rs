@@ -201,32 +201,7 @@ fn every_capture_has_a_truth_file() {
 
 /// Kinds no capture in captures/ demonstrates yet, each with the reason. Everything else in the
 /// catalogue must be expected by at least one truth file.
-const NOT_YET_CAPTURED: &[(&str, &str)] = &[
-    (
-        "high_rtt",
-        "no netem or NFQUEUE in this kernel to add latency; shown by corpus captures (zeek-smtp, zeek-tcp-rst-inject-rae)",
-    ),
-    (
-        "capture_gap",
-        "shown by corpus captures (zeek-http-entity_gap, zeek-ftp-bigtransfer)",
-    ),
-    (
-        "tls_cert_expired",
-        "TLS analysis is not built yet (issue 7)",
-    ),
-    (
-        "tls_sni_mismatch",
-        "TLS analysis is not built yet (issue 7)",
-    ),
-    (
-        "tls_handshake_failure",
-        "TLS analysis is not built yet (issue 7)",
-    ),
-    (
-        "tls_cert_unverifiable",
-        "TLS analysis is not built yet (issue 7)",
-    ),
-];
+const NOT_YET_CAPTURED: &[(&str, &str)] = &[];
 
 #[test]
 fn every_finding_kind_is_demonstrated_by_a_capture() {

@@ -131,6 +131,12 @@ def main(out):
     write(out, "server-reset.pcap.gz", "client",
           "The server on 8083 resets while curl waits for its response; the file is gzip-compressed and must be recognised by its magic bytes.",
           resets(r, 8083, "server", 502), ["handshake_refused", "syn_unanswered"])
+    write(out, "snaplen-cut.pcap", "client",
+          "curl downloads a 30 KB page from nginx while tcpdump keeps only the first 96 bytes of each frame: the response head and body are mostly missing from the capture. Healthy traffic; the only honest finding is that the capture misses bytes.",
+          [{"kind": "capture_gap", "server_port": 8080}],
+          TCP_KINDS + ["malformed_response", "response_body_truncated", "response_body_overrun",
+                       "no_response", "closed_before_response", "packet_loss", "error_status"],
+          healthy=True, warnings=[])
     r = rows(p("nanosecond-reset.pcap"))
     write(out, "nanosecond-reset.pcap", "client",
           "The same server reset, captured with tcpdump --time-stamp-precision nano (legacy pcap, nanosecond magic).",
