@@ -219,6 +219,10 @@ pub struct HttpConn {
     pub truncated_analysis: bool,
     early_response: Vec<(u64, Vec<u8>, Seen)>,
     early_response_bytes: usize,
+    /// A response that arrived while its request's head was still arriving (a server that
+    /// answers a too-large request before reading all of it): the request, once complete,
+    /// joins this transaction instead of starting an unanswered one.
+    answered_early: Option<usize>,
 }
 
 const MAX_ANOMALIES: usize = 64;
@@ -276,6 +280,7 @@ impl HttpConn {
             truncated_analysis: false,
             early_response: Vec::new(),
             early_response_bytes: 0,
+            answered_early: None,
         }
     }
 
@@ -801,7 +806,12 @@ impl HttpConn {
             self.resp.mode = Mode::Off;
             return;
         }
-        let t = self.transactions.len();
+        let len = self.transactions.len();
+        let joins_early_answer = self
+            .answered_early
+            .take()
+            .is_some_and(|i| i + 1 == len && self.transactions[i].method.is_empty());
+        let t = if joins_early_answer { len - 1 } else { len };
         let note = |this: &mut HttpConn, kind: Kind, reason: String| {
             this.anomaly(Anomaly {
                 kind,
@@ -904,7 +914,7 @@ impl HttpConn {
         };
         let complete = body.is_none().then_some(at);
         let upgrade_or_connect = r.upgrade || r.method == "CONNECT";
-        self.transactions.push(Transaction {
+        let request = Transaction {
             method: r.method,
             target: r.target,
             target_len: r.target_len,
@@ -916,7 +926,25 @@ impl HttpConn {
             expect_continue: r.expect_continue,
             show_secrets: self.limits.show_secrets,
             ..Transaction::default()
-        });
+        };
+        if joins_early_answer {
+            let answered = std::mem::take(&mut self.transactions[t]);
+            self.transactions[t] = Transaction {
+                status: answered.status,
+                reason: answered.reason,
+                response: answered.response,
+                response_complete: answered.response_complete,
+                response_body: answered.response_body,
+                response_declared: answered.response_declared,
+                response_until_close: answered.response_until_close,
+                qps_limited: answered.qps_limited,
+                interim_responses: answered.interim_responses,
+                gap: answered.gap,
+                ..request
+            };
+        } else {
+            self.transactions.push(request);
+        }
         let switching = upgrade_or_connect;
         self.req.mode = match body {
             Some(b) => Mode::Body(b),
@@ -1116,6 +1144,9 @@ impl HttpConn {
                 self.truncated_analysis = true;
                 self.resp.mode = Mode::Off;
                 return;
+            }
+            if matches!(self.req.mode, Mode::Head) {
+                self.answered_early = Some(self.transactions.len());
             }
             self.transactions.push(Transaction::default());
         }

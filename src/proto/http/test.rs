@@ -281,3 +281,25 @@ fn test_regression_response_after_malformed_response_without_request() {
             .any(|a| a.kind == Kind::MalformedResponse)
     );
 }
+
+/// Found by rebuilding the nginx captures: nginx answers a 40 KB URI with 414 before the whole
+/// request has arrived. The answer belongs to that request; it is not left unanswered.
+#[test]
+fn test_answer_before_the_request_head_finished_belongs_to_it() {
+    let mut h = HttpConn::new(80, true, HttpLimits::default());
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(40_000));
+    let (first, rest) = long.as_bytes().split_at(20_000);
+    h.on_data(Role::Client, 0, first, seen(1));
+    h.on_data(
+        Role::Server,
+        0,
+        b"HTTP/1.1 414 Request-URI Too Large\r\nContent-Length: 0\r\n\r\n",
+        seen(2),
+    );
+    h.on_data(Role::Client, 20_000, rest, seen(3));
+    assert_eq!(h.transactions.len(), 1);
+    assert_eq!(h.transactions[0].status, Some(414));
+    assert_eq!(h.transactions[0].method, "GET");
+    assert!(h.pending().is_empty());
+    assert_eq!(kinds(&h), vec![Kind::UriTooLong]);
+}
