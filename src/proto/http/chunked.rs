@@ -174,15 +174,31 @@ impl Chunked {
     }
 }
 
+/// RFC 9112 §7.1: `chunk-size = 1*HEXDIG`, then optional BWS (spaces or tabs) before an
+/// extension's `;` or the line end. Nothing is trimmed before the digits: a leading space, CR or
+/// form feed is exactly the kind of difference two parsers disagree on (request smuggling), so
+/// it is malformed. The line's own CR before LF is stripped once; any other CR is bare.
 fn parse_size(line: &[u8]) -> Result<u64, ChunkError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    // Extensions follow a ';'; whitespace before it is tolerated (RFC 9112 BWS).
-    let size_part = line.split(|&b| b == b';').next().unwrap_or(&[]);
-    let digits = trim(size_part);
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_hexdigit) {
-        return Err(ChunkError::BadSize(
-            String::from_utf8_lossy(&line[..line.len().min(40)]).into_owned(),
-        ));
+    let bad =
+        || ChunkError::BadSize(String::from_utf8_lossy(&line[..line.len().min(40)]).into_owned());
+    let digits_end = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    let digits = &line[..digits_end];
+    let rest = &line[digits_end..];
+    let after_bws = rest
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .map_or(&rest[rest.len()..], |p| &rest[p..]);
+    let rest_ok = after_bws.is_empty()
+        || (after_bws[0] == b';'
+            && !after_bws
+                .iter()
+                .any(|&b| b == b'\r' || (b < 0x20 && b != b'\t')));
+    if digits.is_empty() || !rest_ok {
+        return Err(bad());
     }
     let significant = digits
         .iter()
@@ -193,18 +209,6 @@ fn parse_size(line: &[u8]) -> Result<u64, ChunkError> {
     }
     let text = std::str::from_utf8(digits).map_err(|_| ChunkError::SizeOverflow)?;
     u64::from_str_radix(text, 16).map_err(|_| ChunkError::SizeOverflow)
-}
-
-fn trim(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &b[start..end]
 }
 
 #[cfg(test)]
@@ -305,5 +309,39 @@ mod test {
         assert_eq!(c.feed(b"cd\r\n0\r\n\r\n"), Fed::Done { consumed: 9 });
         assert_eq!(c.body_bytes, 10);
         assert!(!Chunked::default().skip_data(1));
+    }
+
+    #[test]
+    fn regression_chunk_size_line_whitespace_rules() {
+        for bad in [
+            &b" 5\r\nhello\r\n0\r\n\r\n"[..],
+            b"\x0c5\r\nhello\r\n0\r\n\r\n",
+            b"5\r\r\nhello\r\n0\r\n\r\n",
+            b"\r5\r\nhello\r\n0\r\n\r\n",
+            b"5 x\r\nhello\r\n0\r\n\r\n",
+        ] {
+            let r = Chunked::default().feed(bad);
+            assert!(
+                matches!(r, Fed::Error { .. }),
+                "{:?} gave {r:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        for good in [
+            &b"5 ;ext=1\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\t;a\r\nhello\r\n0\r\n\r\n",
+            b"5  \r\nhello\r\n0\r\n\r\n",
+            b"5\nhello\n0\n\n",
+        ] {
+            let r = Chunked::default().feed(good);
+            assert_eq!(
+                r,
+                Fed::Done {
+                    consumed: good.len()
+                },
+                "{:?}",
+                String::from_utf8_lossy(good)
+            );
+        }
     }
 }

@@ -50,29 +50,42 @@ fn is_secret_param(name: &str) -> bool {
     SECRET_PARAMS.iter().any(|p| lower.contains(p))
 }
 
-/// Redacts secret header values inside raw head text (used for excerpts of bad heads).
+/// Redacts secret header values inside raw head text (used for excerpts of bad heads). Bad
+/// heads are exactly where secrets hide in odd shapes, so a line counts as a secret header when
+/// its first word names one whether or not a colon follows (`Authorization Bearer x`), and the
+/// folded continuation lines (obs-fold: leading space or tab) of a secret header are secret too.
 pub fn redact_head_text(text: &str) -> String {
+    let mut in_secret = false;
     text.split_inclusive('\n')
-        .map(|line| match line.split_once(':') {
-            Some((name, rest)) if is_secret_header(name.trim()) => {
-                let ending = if rest.ends_with("\r\n") {
-                    "\r\n"
-                } else if rest.ends_with('\n') {
-                    "\n"
+        .map(|line| {
+            let body = line.trim_end_matches(['\r', '\n']);
+            let ending = &line[body.len()..];
+            if line.starts_with([' ', '\t']) {
+                if in_secret && !body.trim().is_empty() {
+                    return format!(" {REDACTED}{ending}");
+                }
+                return line.to_string();
+            }
+            let name_end = body
+                .find(|c: char| c == ':' || c.is_ascii_whitespace())
+                .unwrap_or(body.len());
+            let name = &body[..name_end];
+            in_secret = is_secret_header(name);
+            if in_secret {
+                let sep = if body[name_end..].starts_with(':') {
+                    ":"
                 } else {
                     ""
                 };
-                format!("{name}: {REDACTED}{ending}")
+                return format!("{name}{sep} {REDACTED}{ending}");
             }
-            _ => {
-                // The request line carries the target and its query string.
-                let mut words = line.splitn(3, ' ');
-                match (words.next(), words.next(), words.next()) {
-                    (Some(m), Some(t), Some(v)) if t.contains('?') => {
-                        format!("{m} {} {v}", redact_target(t))
-                    }
-                    _ => line.to_string(),
+            // The request line carries the target and its query string.
+            let mut words = line.splitn(3, ' ');
+            match (words.next(), words.next(), words.next()) {
+                (Some(m), Some(t), Some(v)) if t.contains('?') => {
+                    format!("{m} {} {v}", redact_target(t))
                 }
+                _ => line.to_string(),
             }
         })
         .collect()
@@ -98,5 +111,27 @@ mod test {
         let out = redact_head_text(head);
         assert!(!out.contains("a=b") && !out.contains("Bearer") && !out.contains("token=s"));
         assert!(out.contains("Host: h"));
+    }
+
+    #[test]
+    fn regression_secret_in_header_without_colon_is_redacted() {
+        let out =
+            redact_head_text("GET / HTTP/1.1\r\nAuthorization Bearer SECRET-1\r\nHost: h\r\n");
+        assert!(!out.contains("SECRET-1"), "{out}");
+        assert!(out.contains("Authorization [redacted]") && out.contains("Host: h"));
+        let out = redact_head_text("GET / HTTP/1.1\r\ncookie\tSECRET-2\r\n");
+        assert!(!out.contains("SECRET-2"), "{out}");
+    }
+
+    #[test]
+    fn regression_folded_continuation_of_secret_header_is_redacted() {
+        let out = redact_head_text(
+            "GET / HTTP/1.1\r\nCookie: a=1\r\n  session=SECRET-FOLD\r\n\tmore=SECRET-TAB\r\nX-Other: v\r\n fold=kept\r\n",
+        );
+        assert!(!out.contains("SECRET"), "{out}");
+        assert!(
+            out.contains("X-Other: v") && out.contains(" fold=kept"),
+            "{out}"
+        );
     }
 }
