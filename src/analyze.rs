@@ -7,7 +7,7 @@ use crate::flow::{
     ConnRef, Connection, FlowLimits, FlowObserver, FlowTable, Role, Seen, StreamEvent,
 };
 use crate::proto::App;
-use crate::proto::http::HttpLimits;
+use crate::proto::http::{HttpEvent, HttpLimits, Transaction};
 use crate::report::{
     CaptureSummary, ConnectionReport, Finding, Report, TransactionReport, Warnings,
 };
@@ -100,8 +100,56 @@ fn count(slot: &mut (u64, u64), frame: u64) {
     slot.0 += 1;
 }
 
-/// Transactions listed in a report, over all connections of a capture.
+/// Transactions listed in a report (`--transactions`), over all connections of a capture. Only
+/// the listing is capped: every transaction is analyzed.
 const MAX_REPORTED_TRANSACTIONS: usize = 10_000;
+
+fn transaction_report(t: &Transaction) -> TransactionReport {
+    TransactionReport {
+        request: t.request_line(),
+        status: t.status,
+        request_frame: t.request.map(|s| s.frame),
+        response_frame: t.response.map(|s| s.frame),
+        request_body_bytes: t.request_body,
+        response_body_bytes: t.response_body,
+        request_sent: t.request.map(|s| s.ts.rfc3339()),
+        first_response_byte: t.response.map(|s| s.ts.rfc3339()),
+        last_response_byte: t.response_complete.map(|s| s.ts.rfc3339()),
+    }
+}
+
+/// The `--transactions` listing: transactions of connections still open, then each connection's
+/// list once it ends.
+#[derive(Default)]
+struct Listing {
+    open: HashMap<u64, Vec<TransactionReport>, foldhash::fast::RandomState>,
+    connections: Vec<ConnectionReport>,
+    listed: usize,
+}
+
+impl Listing {
+    fn add(&mut self, serial: u64, t: &Transaction) {
+        if self.listed < MAX_REPORTED_TRANSACTIONS {
+            self.listed += 1;
+            self.open
+                .entry(serial)
+                .or_default()
+                .push(transaction_report(t));
+        }
+    }
+
+    fn close(&mut self, conn: &Connection) {
+        if let Some(transactions) = self.open.remove(&conn.serial) {
+            self.connections.push(ConnectionReport {
+                connection: conn.serial,
+                client: conn.client.to_string(),
+                server: conn.server.to_string(),
+                first_frame: conn.first.frame,
+                transactions,
+            });
+        }
+    }
+}
 
 /// What the flow table drives: protocol analyzers per connection, then the detectors.
 struct Pipeline<'a> {
@@ -119,26 +167,51 @@ struct Pipeline<'a> {
     /// Bytes held in protocol buffers across all connections, and times they had to be shed.
     buffered: usize,
     shed: u64,
-    connections: Vec<ConnectionReport>,
-    reported_transactions: usize,
+    /// With `--transactions`.
+    listing: Option<Listing>,
+}
+
+/// Where an HTTP analyzer's events go: the detectors judge them, the listing may keep them.
+fn http_sink<'s>(
+    conn: ConnRef,
+    detectors: &'s mut Detectors,
+    listing: &'s mut Option<Listing>,
+    ctx: &'s Context<'s>,
+) -> impl FnMut(HttpEvent<'_>) + 's {
+    move |event| {
+        if let (HttpEvent::Done(t), Some(l)) = (&event, listing.as_mut()) {
+            l.add(conn.serial, t);
+        }
+        detectors.on_http(&conn, event, ctx);
+    }
 }
 
 impl FlowObserver for Pipeline<'_> {
     fn on_stream(&mut self, conn: ConnRef, from: Role, event: StreamEvent<'_>) {
         let limits = self.options.http;
+        let ctx = Context {
+            capture: self.name,
+            thresholds: &self.options.thresholds,
+            now: self.now,
+            at_capture_end: self.at_capture_end,
+        };
         let app = match event {
-            StreamEvent::Data { bytes, .. } => self.apps.entry(conn.serial).or_insert_with(|| {
-                App::new(from, bytes, conn.server.port(), conn.start_captured, limits)
-            }),
+            StreamEvent::Data { bytes, .. } => self
+                .apps
+                .entry(conn.serial)
+                .or_insert_with(|| App::new(from, bytes, conn.start_captured, limits)),
             StreamEvent::Gap { .. } => match self.apps.get_mut(&conn.serial) {
                 Some(app) => app,
                 None => return,
             },
         };
         let before = app.buffered_bytes();
+        let mut sink = http_sink(conn, &mut self.detectors, &mut self.listing, &ctx);
         match event {
-            StreamEvent::Data { offset, bytes, at } => app.on_data(from, offset, bytes, at),
-            StreamEvent::Gap { len, .. } => app.on_gap(from, len),
+            StreamEvent::Data { offset, bytes, at } => {
+                app.on_data(from, offset, bytes, at, &mut sink)
+            }
+            StreamEvent::Gap { len, at, .. } => app.on_gap(from, len, at, &mut sink),
         }
         // Protocol buffers share one capture-wide budget, so many connections with half-sent
         // heads cannot add up to unbounded memory.
@@ -157,10 +230,17 @@ impl FlowObserver for Pipeline<'_> {
         if let Some(a) = &app {
             self.buffered -= a.buffered_bytes().min(self.buffered);
         }
-        if let (Some(App::Http(h)), Some(fin)) = (&mut app, conn.to_client.fin)
+        let ctx = Context {
+            capture: self.name,
+            thresholds: &self.options.thresholds,
+            now: self.now,
+            at_capture_end: self.at_capture_end,
+        };
+        if let (Some(h), Some(fin)) = (app.as_mut().and_then(App::http_mut), conn.to_client.fin)
             && conn.reset.is_none_or(|r| r.at.frame > fin.frame)
         {
-            h.on_server_close(fin);
+            let mut sink = http_sink(conn.id(), &mut self.detectors, &mut self.listing, &ctx);
+            h.on_server_close(fin, &mut sink);
         }
         let http = app.as_ref().and_then(App::http);
         for side in [&conn.to_server, &conn.to_client] {
@@ -169,12 +249,6 @@ impl FlowObserver for Pipeline<'_> {
                 self.conflicts.1 = self.conflicts.1.or(side.stream.first_conflict_frame);
             }
         }
-        let ctx = Context {
-            capture: self.name,
-            thresholds: &self.options.thresholds,
-            now: self.now,
-            at_capture_end: self.at_capture_end,
-        };
         self.detectors
             .on_connection(&conn, http, app.as_ref().and_then(App::tls), &ctx);
         if let Some(tls) = app.as_ref().and_then(App::tls)
@@ -182,29 +256,16 @@ impl FlowObserver for Pipeline<'_> {
         {
             self.not_tls.push((conn.first.frame, why.clone()));
         }
-        if let Some(h) = http {
-            if h.resyncs > 0 {
-                self.resynced_connections += 1;
+        if let Some(h) = http
+            && h.resyncs() > 0
+        {
+            self.resynced_connections += 1;
+        }
+        if let Some(listing) = &mut self.listing {
+            for t in http.into_iter().flat_map(|h| h.open()) {
+                listing.add(conn.serial, t);
             }
-            if self.options.transactions && !h.transactions.is_empty() {
-                let room = MAX_REPORTED_TRANSACTIONS.saturating_sub(self.reported_transactions);
-                let list: Vec<TransactionReport> = h
-                    .transactions
-                    .iter()
-                    .take(room)
-                    .map(TransactionReport::from)
-                    .collect();
-                self.reported_transactions += list.len();
-                if !list.is_empty() {
-                    self.connections.push(ConnectionReport {
-                        connection: conn.serial,
-                        client: conn.client.to_string(),
-                        server: conn.server.to_string(),
-                        first_frame: conn.first.frame,
-                        transactions: list,
-                    });
-                }
-            }
+            listing.close(&conn);
         }
     }
 }
@@ -228,8 +289,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         conflicts: (0, None),
         buffered: 0,
         shed: 0,
-        connections: Vec::new(),
-        reported_transactions: 0,
+        listing: options.transactions.then(Listing::default),
     };
     let mut skipped = Skipped::default();
     let mut bytes = 0u64;
@@ -303,7 +363,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         not_tls,
         conflicts,
         shed,
-        connections: http_connections,
+        listing,
         ..
     } = pipeline;
     let findings = detectors.finish(&ctx);
@@ -401,7 +461,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         error: None,
         verdict: String::new(),
         warnings: warnings.into_vec(),
-        http_connections: options.transactions.then_some(http_connections),
+        http_connections: listing.map(|l| l.connections),
     };
     summary.verdict = verdict::verdict(&summary, &list);
     CaptureAnalysis {

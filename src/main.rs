@@ -144,11 +144,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             rtt: Duration::from_millis(args.rtt_threshold as i64),
             zero_window: Duration::from_millis(args.zero_window_threshold as i64),
             response_timeout: Duration::from_secs(args.response_timeout as i64),
+            max_header: args.max_header,
+            max_uri: args.max_uri,
             ..Thresholds::default()
         },
         http: HttpLimits {
-            max_header: args.max_header,
-            max_uri: args.max_uri,
             // Buffer enough to see that a head is over the limit, and a margin beyond it.
             max_head: args
                 .max_header
@@ -156,7 +156,6 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 .saturating_mul(2)
                 .max(4096),
             show_secrets: args.show_secrets,
-            ..HttpLimits::default()
         },
         transactions: args.transactions,
         max_protocol_buffers: args.max_protocol_buffers,

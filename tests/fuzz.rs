@@ -8,7 +8,7 @@ mod common;
 use lbdiag::analyze::{Options, analyze_reader};
 use lbdiag::capture::{CaptureReader, Frame, LinkType, Timestamp};
 use lbdiag::flow::{Budget, Reassembler, Seen, SeqNumber, StreamEvent};
-use lbdiag::proto::http::{HttpConn, HttpLimits};
+use lbdiag::proto::http::{HttpConn, HttpEvent, HttpLimits};
 use lbdiag::report::Warnings;
 use proptest::prelude::*;
 use std::io::Cursor;
@@ -93,14 +93,16 @@ proptest! {
     /// The HTTP analyzer on arbitrary streams with gaps, split arbitrarily.
     #[test]
     fn fuzz_http(events in proptest::collection::vec((any::<bool>(), proptest::collection::vec(any::<u8>(), 0..120), 0u8..8), 0..30), mid in any::<bool>()) {
-        let mut h = HttpConn::new(80, !mid, HttpLimits { max_head: 256, max_header: 100, max_uri: 50, ..HttpLimits::default() });
+        let mut h = HttpConn::new(!mid, HttpLimits { max_head: 256, ..HttpLimits::default() });
+        let mut done = 0u64;
+        let mut sink = |e: HttpEvent<'_>| if let HttpEvent::Done(_) = e { done += 1 };
         let mut offsets = [0u64; 2];
         for (i, (client, data, kind)) in events.iter().enumerate() {
             let role = if *client { lbdiag::flow::Role::Client } else { lbdiag::flow::Role::Server };
             let at = Seen { frame: i as u64, ts: Timestamp(i as i64) };
             let o = &mut offsets[*client as usize];
             if *kind == 0 {
-                h.on_gap(role, data.len() as u64 + 1);
+                h.on_gap(role, data.len() as u64 + 1, at, &mut sink);
                 *o += data.len() as u64 + 1;
             } else {
                 // Seed with plausible starts so the parser gets past detection.
@@ -111,12 +113,13 @@ proptest! {
                     _ => b"",
                 };
                 let bytes = [prefix, data.as_slice()].concat();
-                h.on_data(role, *o, &bytes, at);
+                h.on_data(role, *o, &bytes, at, &mut sink);
                 *o += bytes.len() as u64;
             }
         }
         let _ = h.phase();
         let _ = h.response_in_progress();
+        prop_assert!(h.open().count() <= 1024);
     }
 
     /// The whole pipeline from file bytes to report, on a real-looking capture mutated at

@@ -1,28 +1,30 @@
-//! HTTP findings: what the parser flagged in each message, what each response said, how long
-//! answers took, and what was left unanswered when the connection or the capture ended.
+//! HTTP policy: what each framing flaw and each completed transaction explains, and what was
+//! left unfinished when the connection or the capture ended. A transaction is judged once,
+//! when it completes; evidence is built only inside the branch that makes a finding.
 
-use super::{Context, Draft, Findings, cause};
+use super::{Context, Draft, Findings, Subject, cause};
 use crate::flow::{Connection, Role, Seen};
-use crate::proto::http::{Anomaly, HttpConn, Transaction};
+use crate::proto::http::{Flaw, FlawAt, HttpConn, InProgress, Transaction};
 use crate::report::{Cause, Kind, Severity};
 use serde_json::{Value, json};
 
-pub fn detect(conn: &Connection, http: &HttpConn, ctx: &Context<'_>, out: &mut Findings) {
-    for a in &http.anomalies {
-        anomaly(conn, http, a, ctx, out);
-    }
-    for txn in &http.transactions {
-        responses(conn, txn, ctx, out);
-    }
-    ending(conn, http, ctx, out);
-}
+/// Ports where a server speaks TLS; plain HTTP sent there gets a 400 from the balancer.
+pub const TLS_PORTS: &[u16] = &[443, 4443, 8443, 9443];
+
+/// ALICLOUD-ALB-TRACE headers beyond this mean a forwarding loop (the balancer answers 463).
+const MAX_ALB_TRACE_HEADERS: usize = 16;
+
+/// The status a finding explains, a headline, why, and what to do.
+type Explained = (u16, &'static str, String, Vec<String>);
 
 /// The request and response a finding is about, for the report and the text view.
 fn transaction_evidence(txn: Option<&Transaction>, evidence: &mut Value) {
     let Some(t) = txn else { return };
     evidence["request"] = t.request_line().into();
-    if t.target_len > t.target.len() {
-        evidence["target_length"] = t.target_len.into();
+    if let Some(l) = &t.line
+        && l.target_len > l.target.len()
+    {
+        evidence["target_length"] = l.target_len.into();
     }
     evidence["status"] = t.status.into();
     evidence["request_frame"] = t.request.map(|s| s.frame).into();
@@ -39,15 +41,118 @@ fn side_name(from: Role) -> &'static str {
     }
 }
 
-fn anomaly(conn: &Connection, http: &HttpConn, a: &Anomaly, ctx: &Context<'_>, out: &mut Findings) {
-    let txn = a.transaction.and_then(|t| http.transactions.get(t));
-    let on_request = a.from == Role::Client;
-    let (status, what, explanation, steps): (u16, &str, String, Vec<String>) = match a.kind {
+/// A completed transaction: its flaws, the request policy, and what the answer said.
+pub fn on_transaction(subject: &Subject, txn: &Transaction, ctx: &Context<'_>, out: &mut Findings) {
+    for f in &txn.flaws {
+        flaw(subject, f, Some(txn), ctx, out);
+    }
+    request_policy(subject, txn, ctx, out);
+    response(subject, txn, ctx, out);
+}
+
+/// A flaw that belongs to no transaction still open (`last`: the one judged before it).
+pub fn on_flaw(
+    subject: &Subject,
+    f: &FlawAt,
+    last: Option<&Transaction>,
+    ctx: &Context<'_>,
+    out: &mut Findings,
+) {
+    // Bytes after the last response continue the one before them.
+    let about = matches!(f.flaw, Flaw::AfterLastResponse)
+        .then_some(last)
+        .flatten();
+    flaw(subject, f, about, ctx, out);
+}
+
+/// What finding a flaw makes, and the reason its evidence gives.
+fn classify(f: &FlawAt, server_port: u16, max_uri: usize) -> Option<(Kind, String)> {
+    let on_request = f.from == Role::Client;
+    Some(match &f.flaw {
+        Flaw::Head(p) if on_request => (Kind::MalformedRequest, p.to_string()),
+        Flaw::Head(p) => (Kind::MalformedResponse, p.to_string()),
+        Flaw::NotARequest => (
+            Kind::MalformedRequest,
+            "bytes that do not begin a request".into(),
+        ),
+        Flaw::NotAResponse => (
+            Kind::MalformedResponse,
+            "the response does not start with an HTTP/1.x status line".into(),
+        ),
+        Flaw::AfterLastResponse => (
+            Kind::ResponseBodyOverrun,
+            "bytes after a complete response that do not begin another one".into(),
+        ),
+        Flaw::TlsAnswer => (
+            Kind::HttpOnTlsPort,
+            format!("the server on port {server_port} answered a plain HTTP request with TLS"),
+        ),
+        Flaw::RequestHeadTooLarge { first_line } => {
+            let kind = if first_line.is_none_or(|p| p > max_uri) {
+                Kind::UriTooLong
+            } else {
+                Kind::HeaderTooLarge
+            };
+            (
+                kind,
+                "the request head is too large to follow and still not finished".into(),
+            )
+        }
+        Flaw::ResponseHeadTooLarge => (
+            Kind::MalformedResponse,
+            "the response head is too large and still not finished".into(),
+        ),
+        Flaw::ConflictingLengths(v) => (
+            Kind::ConflictingContentLength,
+            format!("Content-Length values disagree: {}", v.join(", ")),
+        ),
+        Flaw::InvalidLength(v) => (
+            Kind::ConflictingContentLength,
+            format!("invalid Content-Length {v:?}"),
+        ),
+        Flaw::LengthWithChunked => (
+            Kind::ContentLengthWithChunked,
+            format!(
+                "{} has both Content-Length and Transfer-Encoding: chunked",
+                side_name(f.from)
+            ),
+        ),
+        Flaw::CodingNotChunked { with_length } => (
+            if on_request {
+                Kind::MalformedRequest
+            } else {
+                Kind::MalformedResponse
+            },
+            if *with_length {
+                "Transfer-Encoding whose final coding is not chunked, together with Content-Length: the length must be ignored and the message cannot be framed reliably".into()
+            } else {
+                "Transfer-Encoding whose final coding is not chunked: a request framed this way cannot be read".into()
+            },
+        ),
+        Flaw::Chunk(e) => (Kind::MalformedChunked, e.to_string()),
+    })
+}
+
+fn flaw(
+    subject: &Subject,
+    f: &FlawAt,
+    txn: Option<&Transaction>,
+    ctx: &Context<'_>,
+    out: &mut Findings,
+) {
+    let Some((kind, reason)) = classify(f, subject.server.port(), ctx.thresholds.max_uri) else {
+        return;
+    };
+    if !out.accepts(kind, subject.server) {
+        return;
+    }
+    let on_request = f.from == Role::Client;
+    let (status, what, explanation, steps): (u16, &str, String, Vec<String>) = match kind {
         Kind::MalformedResponse => (
             502,
             "The backend sent a response the balancer cannot parse",
-            "A response head that does not follow HTTP/1.1 (status line, header syntax) is rejected by the balancer, which answers 502.".into(),
-            vec![format!("Fetch the same URL from the backend directly and inspect the raw head: curl -sv http://{}/ -o /dev/null", conn.server)],
+            "A response head that does not follow HTTP/1.1 (status line, header syntax, framing) is rejected by the balancer, which answers 502.".into(),
+            vec![format!("Fetch the same URL from the backend directly and inspect the raw head: curl -sv http://{}/ -o /dev/null", subject.server)],
         ),
         Kind::MalformedRequest => (
             400,
@@ -97,86 +202,193 @@ fn anomaly(conn: &Connection, http: &HttpConn, a: &Anomaly, ctx: &Context<'_>, o
             "An invalid chunk size line or chunk terminator breaks the response framing: the balancer answers 502.".into(),
             vec!["Check the backend's chunked encoder (or code that writes to the socket directly).".into()],
         ),
-        Kind::HeaderTooLarge => (
-            400,
-            "The request head is larger than the 32 KB the balancer accepts",
-            "Request heads over 32 KB are rejected with 400, usually because of large cookies or many headers.".into(),
-            vec!["Find the large header (often Cookie) and shrink it; move data into the body.".into()],
-        ),
-        Kind::UriTooLong => (
-            414,
-            "The request target is longer than the 32 KB the balancer accepts",
-            "A URI over 32 KB is rejected with 414; send large data in a POST body instead.".into(),
-            vec!["Shorten the URI or switch to POST with the data in the body.".into()],
-        ),
-        Kind::TraceMethod => (
-            405,
-            "The client used the TRACE method",
-            "The balancer does not allow TRACE and answers 405.".into(),
-            vec!["Use another method; TRACE is disabled on purpose.".into()],
-        ),
-        Kind::HttpOnTlsPort => (
-            400,
-            "Plain HTTP was sent to a port that speaks TLS",
-            "An HTTPS listener answers plain HTTP requests with 400.".into(),
-            vec![format!("Use https:// for port {}: curl -v https://{}/", conn.server.port(), conn.server)],
-        ),
-        Kind::AlbTraceLoop => (
-            463,
-            "The request has passed through the balancer too many times",
-            "The balancer adds an ALICLOUD-ALB-TRACE header each time a request passes; more than 16 of them, or a repeated value, means a forwarding loop, and it answers 463.".into(),
-            vec!["Check whether a backend forwards requests back to the balancer (proxy_pass to the balancer's own address).".into()],
-        ),
+        Kind::HeaderTooLarge => header_too_large(),
+        Kind::UriTooLong => uri_too_long(),
+        Kind::HttpOnTlsPort => http_on_tls_port(subject),
         _ => return,
     };
     let mut evidence = json!({
-        "direction": side_name(a.from),
-        "reason": a.reason,
-        "offset": a.offset,
-        "frame": a.at.frame,
+        "direction": side_name(f.from),
+        "reason": reason,
+        "offset": f.offset,
+        "frame": f.at.frame,
     });
-    if let Some(x) = &a.excerpt {
+    if let Some(x) = &f.excerpt {
         evidence["excerpt"] = x.clone().into();
     }
     transaction_evidence(txn, &mut evidence);
-    let mut packets = vec![a.at.frame];
+    let mut packets = vec![f.at.frame];
     if let Some(t) = txn {
         packets.extend(t.request.map(|s| s.frame));
     }
     out.push(
         Draft {
-            kind: a.kind,
+            kind,
             severity: Severity::Error,
             packets,
-            first_ts: a.at.ts,
-            summary: format!("{what}: {} (frame {}).", a.reason, a.at.frame),
+            first_ts: f.at.ts,
+            summary: format!("{what}: {reason} (frame {}).", f.at.frame),
             evidence,
             causes: vec![cause(status, None, explanation, &steps)],
         }
-        .finish(conn, ctx),
+        .finish_for(subject, ctx),
     );
 }
 
-fn responses(conn: &Connection, txn: &Transaction, ctx: &Context<'_>, out: &mut Findings) {
-    // Unanswered requests are judged once the connection's end is known, in `ending`.
+fn header_too_large() -> Explained {
+    (
+        400,
+        "The request head is larger than the 32 KB the balancer accepts",
+        "Request heads over 32 KB are rejected with 400, usually because of large cookies or many headers.".into(),
+        vec!["Find the large header (often Cookie) and shrink it; move data into the body.".into()],
+    )
+}
+
+fn uri_too_long() -> Explained {
+    (
+        414,
+        "The request target is longer than the 32 KB the balancer accepts",
+        "A URI over 32 KB is rejected with 414; send large data in a POST body instead.".into(),
+        vec!["Shorten the URI or switch to POST with the data in the body.".into()],
+    )
+}
+
+fn http_on_tls_port(subject: &Subject) -> Explained {
+    (
+        400,
+        "Plain HTTP was sent to a port that speaks TLS",
+        "An HTTPS listener answers plain HTTP requests with 400 (or a TLS alert, or a close)."
+            .into(),
+        vec![format!(
+            "Use https:// for port {}: curl -v https://{}/",
+            subject.server.port(),
+            subject.server
+        )],
+    )
+}
+
+/// What the balancer's own rules say about a request: size limits, TRACE, forwarding loops,
+/// plain HTTP on a TLS port.
+fn request_policy(subject: &Subject, txn: &Transaction, ctx: &Context<'_>, out: &mut Findings) {
+    let Some(line) = &txn.line else { return };
+    let Some(start) = txn.request else { return };
+    let t = ctx.thresholds;
+    let mut judged: Vec<(Kind, String, Explained)> = Vec::new();
+    if line.target_len > t.max_uri {
+        judged.push((
+            Kind::UriTooLong,
+            format!(
+                "the request target is {} bytes, over the {}-byte limit",
+                line.target_len, t.max_uri
+            ),
+            uri_too_long(),
+        ));
+    } else if txn.request_head_len > t.max_header {
+        judged.push((
+            Kind::HeaderTooLarge,
+            format!(
+                "the request head is {} bytes, over the {}-byte limit",
+                txn.request_head_len, t.max_header
+            ),
+            header_too_large(),
+        ));
+    }
+    if line.method == "TRACE" {
+        judged.push((
+            Kind::TraceMethod,
+            "TRACE request".into(),
+            (
+                405,
+                "The client used the TRACE method",
+                "The balancer does not allow TRACE and answers 405.".into(),
+                vec!["Use another method; TRACE is disabled on purpose.".into()],
+            ),
+        ));
+    }
+    if txn.alb_trace_headers > MAX_ALB_TRACE_HEADERS || txn.alb_trace_repeated {
+        judged.push((
+            Kind::AlbTraceLoop,
+            format!(
+                "{} ALICLOUD-ALB-TRACE headers{}",
+                txn.alb_trace_headers,
+                if txn.alb_trace_repeated {
+                    ", one value repeated"
+                } else {
+                    ""
+                }
+            ),
+            (
+                463,
+                "The request has passed through the balancer too many times",
+                "The balancer adds an ALICLOUD-ALB-TRACE header each time a request passes; more than 16 of them, or a repeated value, means a forwarding loop, and it answers 463.".into(),
+                vec!["Check whether a backend forwards requests back to the balancer (proxy_pass to the balancer's own address).".into()],
+            ),
+        ));
+    }
+    // Plain HTTP to a TLS port is a problem only when the server treats it as one: healthy
+    // plain HTTP on 8443 exists. A TLS answer is reported from its flaw.
+    let port = subject.server.port();
+    let refused_by_tls =
+        txn.status == Some(400) && !txn.flaws.iter().any(|f| f.flaw == Flaw::TlsAnswer);
+    if TLS_PORTS.contains(&port) && refused_by_tls {
+        judged.push((
+            Kind::HttpOnTlsPort,
+            format!("plain HTTP request to port {port}, answered 400"),
+            http_on_tls_port(subject),
+        ));
+    }
+    for (kind, reason, (status, what, explanation, steps)) in judged {
+        if !out.accepts(kind, subject.server) {
+            continue;
+        }
+        let mut evidence = json!({
+            "direction": "request",
+            "reason": reason,
+            "frame": start.frame,
+        });
+        transaction_evidence(Some(txn), &mut evidence);
+        let mut packets = vec![start.frame];
+        packets.extend(txn.response.map(|s| s.frame));
+        out.push(
+            Draft {
+                kind,
+                severity: Severity::Error,
+                packets,
+                first_ts: start.ts,
+                summary: format!("{what}: {reason} (frame {}).", start.frame),
+                evidence,
+                causes: vec![cause(status, None, explanation, &steps)],
+            }
+            .finish_for(subject, ctx),
+        );
+    }
+}
+
+fn response(subject: &Subject, txn: &Transaction, ctx: &Context<'_>, out: &mut Findings) {
     let Some(status) = txn.status else {
         return;
     };
     let response = txn.response.unwrap_or_default();
-    let mut evidence = json!({});
-    transaction_evidence(Some(txn), &mut evidence);
-    let mut packets = vec![response.frame];
-    packets.extend(txn.request.map(|s| s.frame));
+    let packets = || {
+        let mut p = vec![response.frame];
+        p.extend(txn.request.map(|s| s.frame));
+        p
+    };
+    let evidence = || {
+        let mut e = json!({});
+        transaction_evidence(Some(txn), &mut e);
+        e
+    };
 
-    if txn.qps_limited {
+    if txn.qps_limited && out.accepts(Kind::AlbQpsLimited, subject.server) {
         out.push(
             Draft {
                 kind: Kind::AlbQpsLimited,
                 severity: Severity::Error,
-                packets: packets.clone(),
+                packets: packets(),
                 first_ts: response.ts,
                 summary: format!("The balancer throttled {} with {status} (ALB-QPS-Limited: Limited).", txn.request_line()),
-                evidence: evidence.clone(),
+                evidence: evidence(),
                 causes: vec![cause(
                     503,
                     Some("-"),
@@ -187,38 +399,40 @@ fn responses(conn: &Connection, txn: &Transaction, ctx: &Context<'_>, out: &mut 
                     ],
                 )],
             }
-            .finish(conn, ctx),
+            .finish_for(subject, ctx),
         );
     }
-    if status >= 400 {
+    if status >= 400 && out.accepts(Kind::ErrorStatus, subject.server) {
         let server_error = status >= 500;
         out.push(
             Draft {
                 kind: Kind::ErrorStatus,
                 severity: if server_error { Severity::Error } else { Severity::Info },
-                packets: packets.clone(),
+                packets: packets(),
                 first_ts: response.ts,
                 summary: format!(
                     "{} answered {} with {status} {}.",
-                    conn.server,
+                    subject.server,
                     txn.request_line(),
                     txn.reason
                 ),
-                evidence: evidence.clone(),
+                evidence: evidence(),
                 causes: vec![Cause {
                     status,
                     upstream_status: Some(status.to_string()),
                     explanation: "The server itself answered with this status; a balancer in front passes it through (status and upstream_status match), so the cause is in the server's own logs.".into(),
-                    next_steps: vec![format!("Read {}'s access and error logs for this request at {}.", conn.server, response.ts.rfc3339())],
+                    next_steps: vec![format!("Read {}'s access and error logs for this request at {}.", subject.server, response.ts.rfc3339())],
                 }],
             }
-            .finish(conn, ctx),
+            .finish_for(subject, ctx),
         );
     }
     if let (Some(done), Some(first)) = (txn.request_complete, txn.response) {
         let waited = first.ts.saturating_sub(done.ts);
-        if waited >= ctx.thresholds.response_timeout {
-            let mut evidence = evidence.clone();
+        if waited >= ctx.thresholds.response_timeout
+            && out.accepts(Kind::SlowResponse, subject.server)
+        {
+            let mut evidence = evidence();
             evidence["wait_ms"] = waited.as_millis_f64().into();
             evidence["threshold_ms"] = ctx.thresholds.response_timeout.as_millis_f64().into();
             out.push(
@@ -229,7 +443,7 @@ fn responses(conn: &Connection, txn: &Transaction, ctx: &Context<'_>, out: &mut 
                     first_ts: done.ts,
                     summary: format!(
                         "{} took {waited} to start answering {}, longer than the {} response timeout.",
-                        conn.server,
+                        subject.server,
                         txn.request_line(),
                         ctx.thresholds.response_timeout
                     ),
@@ -239,12 +453,12 @@ fn responses(conn: &Connection, txn: &Transaction, ctx: &Context<'_>, out: &mut 
                         Some("-"),
                         "The balancer stops waiting for a backend's first byte after its response timeout (60 s by default) and answers 504.".into(),
                         &[
-                            format!("Find what the backend {} does for this request: application logs, slow queries, CPU.", conn.server),
+                            format!("Find what the backend {} does for this request: application logs, slow queries, CPU.", subject.server),
                             "Compare with upstream_response_time in the access log.".into(),
                         ],
                     )],
                 }
-                .finish(conn, ctx),
+                .finish_for(subject, ctx),
             );
         }
     }
@@ -281,7 +495,28 @@ fn how_it_ended(conn: &Connection) -> End {
     events.first().map_or(End::Open, |(_, e)| *e)
 }
 
-fn ending(conn: &Connection, http: &HttpConn, ctx: &Context<'_>, out: &mut Findings) {
+/// The connection was finalized: what its open transactions and half-framed messages mean,
+/// now that its end is known.
+pub fn on_connection(conn: &Connection, http: &HttpConn, ctx: &Context<'_>, out: &mut Findings) {
+    let subject = Subject::of(conn);
+    // What is still open was never completed; judge what it did get first.
+    for txn in http.open() {
+        for f in &txn.flaws {
+            flaw(&subject, f, Some(txn), ctx, out);
+        }
+        request_policy(&subject, txn, ctx, out);
+        response(&subject, txn, ctx, out);
+    }
+    ending(conn, &subject, http, ctx, out);
+}
+
+fn ending(
+    conn: &Connection,
+    subject: &Subject,
+    http: &HttpConn,
+    ctx: &Context<'_>,
+    out: &mut Findings,
+) {
     let end = how_it_ended(conn);
     let end_frame = match end {
         End::ServerFin(s) | End::ClientClosed(s, _) | End::ServerReset(s) => Some(s),
@@ -290,8 +525,15 @@ fn ending(conn: &Connection, http: &HttpConn, ctx: &Context<'_>, out: &mut Findi
     let stalled_for = |since: Option<Seen>| since.map(|s| ctx.now.saturating_sub(s.ts));
 
     // A request that never finished arriving.
-    if let Some((txn_index, head_bytes)) = http.request_in_progress() {
-        let txn = txn_index.and_then(|i| http.transactions.get(i));
+    if let Some(InProgress {
+        seq,
+        in_head,
+        head_bytes,
+        body_bytes,
+        body_declared,
+    }) = http.request_in_progress()
+    {
+        let txn = http.find(seq);
         let started = txn.and_then(|t| t.request).or(http.request_head_start());
         let stalled = stalled_for(conn.to_server.last_data);
         let judged = match end {
@@ -302,23 +544,33 @@ fn ending(conn: &Connection, http: &HttpConn, ctx: &Context<'_>, out: &mut Findi
             }
             End::Open => None,
         };
-        if let (Some(status), Some(start), false) = (judged, started, txn.is_some_and(|t| t.gap)) {
-            let kind = if txn.is_some() {
-                Kind::RequestBodyTruncated
-            } else {
-                Kind::RequestIncomplete
-            };
+        // A server that refused the request before it was all there (417 to a 100-continue,
+        // 413 mid-upload) told the client to stop: the client stopping is no fault of its own.
+        let server_answered =
+            txn.is_some_and(|t| t.answered_early() && t.status.is_some_and(|s| s >= 400));
+        let kind = if in_head {
+            Kind::RequestIncomplete
+        } else {
+            Kind::RequestBodyTruncated
+        };
+        if let (Some(status), Some(start), false, false, true) = (
+            judged,
+            started,
+            txn.is_some_and(|t| t.gap),
+            server_answered,
+            out.accepts(kind, conn.server),
+        ) {
             let mut evidence = json!({
                 "ended_by": end_label(end),
                 "head_bytes_received": head_bytes,
                 "stalled_ms": stalled.map(|d| d.as_millis_f64()),
             });
-            if let Some(t) = txn {
-                evidence["body_bytes_received"] = t.request_body.into();
-                evidence["body_bytes_declared"] = t.request_declared.into();
+            if !in_head {
+                evidence["body_bytes_received"] = body_bytes.into();
+                evidence["body_bytes_declared"] = body_declared.into();
             }
             transaction_evidence(txn, &mut evidence);
-            let what = if kind == Kind::RequestIncomplete {
+            let what = if in_head {
                 "its request head"
             } else {
                 "its request body"
@@ -346,39 +598,57 @@ fn ending(conn: &Connection, http: &HttpConn, ctx: &Context<'_>, out: &mut Findi
     }
 
     // A response that was cut short.
-    if let Some((t, got, declared)) = http.response_in_progress() {
-        let txn = http.transactions.get(t);
+    let cut_response = http.response_in_progress();
+    if let Some(InProgress {
+        seq,
+        in_head,
+        body_bytes: got,
+        body_declared: declared,
+        ..
+    }) = cut_response
+    {
+        let txn = http.find(seq);
         if let (Some(stop), false) = (end_frame, txn.is_some_and(|t| t.gap)) {
             match end {
+                End::ServerFin(_) if in_head => {
+                    // A head that never ended: the server closed with a partial answer.
+                    if let Some(t) = txn {
+                        closed_before_response(conn, t, stop, true, ctx, out);
+                    }
+                }
+                // The reset itself is reported as connection_reset.
+                End::ServerReset(_) if in_head => {}
                 End::ServerFin(_) | End::ServerReset(_) => {
-                    let mut evidence = json!({
-                        "ended_by": end_label(end),
-                        "body_bytes_received": got,
-                        "body_bytes_declared": declared,
-                    });
-                    transaction_evidence(txn, &mut evidence);
-                    let mut packets = vec![stop.frame];
-                    packets.extend(txn.and_then(|t| t.response).map(|s| s.frame));
-                    out.push(
-                        Draft {
-                            kind: Kind::ResponseBodyTruncated,
-                            severity: Severity::Error,
-                            packets,
-                            first_ts: stop.ts,
-                            summary: format!(
-                                "{} closed the connection ({}) after {got} of {} response body bytes.",
-                                conn.server,
-                                end_label(end),
-                                declared.map_or("the announced".to_string(), |d| d.to_string())
-                            ),
-                            evidence,
-                            causes: vec![
-                                cause(502, Some("-"), "The backend closed the connection before the body its headers announced was complete.".into(), &[format!("Check {}'s logs for errors while writing the response (crashes, timeouts, killed workers).", conn.server)]),
-                                cause(500, None, "When the balancer had already passed part of the response on, the client sees a cut or 500 response.".into(), &[]),
-                            ],
-                        }
-                        .finish(conn, ctx),
-                    );
+                    if out.accepts(Kind::ResponseBodyTruncated, conn.server) {
+                        let mut evidence = json!({
+                            "ended_by": end_label(end),
+                            "body_bytes_received": got,
+                            "body_bytes_declared": declared,
+                        });
+                        transaction_evidence(txn, &mut evidence);
+                        let mut packets = vec![stop.frame];
+                        packets.extend(txn.and_then(|t| t.response).map(|s| s.frame));
+                        out.push(
+                            Draft {
+                                kind: Kind::ResponseBodyTruncated,
+                                severity: Severity::Error,
+                                packets,
+                                first_ts: stop.ts,
+                                summary: format!(
+                                    "{} closed the connection ({}) after {got} of {} response body bytes.",
+                                    conn.server,
+                                    end_label(end),
+                                    declared.map_or("the announced".to_string(), |d| d.to_string())
+                                ),
+                                evidence,
+                                causes: vec![
+                                    cause(502, Some("-"), "The backend closed the connection before the body its headers announced was complete.".into(), &[format!("Check {}'s logs for errors while writing the response (crashes, timeouts, killed workers).", conn.server)]),
+                                    cause(500, None, "When the balancer had already passed part of the response on, the client sees a cut or 500 response.".into(), &[]),
+                                ],
+                            }
+                            .finish(conn, ctx),
+                        );
+                    }
                 }
                 End::ClientClosed(at, how) => client_closed(conn, txn, at, how, ctx, out),
                 End::Open => {}
@@ -404,11 +674,12 @@ fn ending(conn: &Connection, http: &HttpConn, ctx: &Context<'_>, out: &mut Findi
     .flatten()
     .map(|s| s.frame)
     .min();
+    let all = || http.recent().chain(http.open());
     if let Some((closed, how)) = client_close
         && !matches!(end, End::ClientClosed(..))
         && server_close.is_none_or(|s| closed.frame < s)
     {
-        let early = http.transactions.iter().find(|t| {
+        let early = all().find(|t| {
             !t.gap
                 && t.request_complete.is_some_and(|d| d.frame < closed.frame)
                 && t.response_complete.is_none_or(|r| r.frame > closed.frame)
@@ -418,8 +689,8 @@ fn ending(conn: &Connection, http: &HttpConn, ctx: &Context<'_>, out: &mut Findi
             client_closed(conn, Some(txn), closed, how, ctx, out);
         }
     }
-    if let (End::ClientClosed(closed, how), true) = (end, http.response_in_progress().is_none()) {
-        let answered_late = http.transactions.iter().find(|t| {
+    if let (End::ClientClosed(closed, how), true) = (end, cut_response.is_none()) {
+        let answered_late = all().find(|t| {
             !t.gap
                 && t.request_complete.is_some_and(|d| d.frame < closed.frame)
                 && t.response.is_some_and(|r| r.frame > closed.frame)
@@ -430,41 +701,22 @@ fn ending(conn: &Connection, http: &HttpConn, ctx: &Context<'_>, out: &mut Findi
     }
 
     // Requests with no response at all.
-    let in_progress = http.response_in_progress().map(|(t, _, _)| t);
-    for (i, txn) in http.transactions.iter().enumerate() {
-        if txn.status.is_some() || txn.response.is_some() || Some(i) == in_progress || txn.gap {
+    let in_progress = cut_response.and_then(|p| p.seq);
+    for txn in http.open() {
+        if txn.status.is_some()
+            || txn.response.is_some()
+            || txn.seq.is_some() && txn.seq == in_progress
+            || txn.gap
+            || txn.malformed_request
+        {
             continue;
         }
         let Some(done) = txn.request_complete else {
             continue;
         };
-        if txn.target == "(malformed request)" {
-            continue;
-        }
         match end {
             End::ServerFin(fin) => {
-                let mut evidence = json!({"ended_by": end_label(end)});
-                transaction_evidence(Some(txn), &mut evidence);
-                out.push(
-                    Draft {
-                        kind: Kind::ClosedBeforeResponse,
-                        severity: Severity::Error,
-                        packets: vec![done.frame, fin.frame],
-                        first_ts: fin.ts,
-                        summary: format!("{} closed the connection without answering {} (FIN, frame {}).", conn.server, txn.request_line(), fin.frame),
-                        evidence,
-                        causes: vec![cause(
-                            502,
-                            Some("-"),
-                            "The backend closed the connection instead of answering: the balancer gets no response and answers 502.".into(),
-                            &[
-                                format!("Check {}'s logs at this time for a crash, a worker restart, or a keep-alive timeout shorter than the balancer's.", conn.server),
-                                "Make the backend's keep-alive timeout longer than the balancer's idle timeout.".into(),
-                            ],
-                        )],
-                    }
-                    .finish(conn, ctx),
-                );
+                closed_before_response(conn, txn, fin, false, ctx, out);
                 break;
             }
             End::ClientClosed(at, how) => {
@@ -474,6 +726,9 @@ fn ending(conn: &Connection, http: &HttpConn, ctx: &Context<'_>, out: &mut Findi
             // The reset itself is reported as connection_reset, with this phase.
             End::ServerReset(_) => break,
             End::Open => {
+                if !out.accepts(Kind::NoResponse, conn.server) {
+                    continue;
+                }
                 let waited = ctx.now.saturating_sub(done.ts);
                 // The capture's last packet is the only clock there is: a request that came
                 // just before it may simply not have been answered yet.
@@ -506,11 +761,58 @@ fn ending(conn: &Connection, http: &HttpConn, ctx: &Context<'_>, out: &mut Findi
                             cause(499, None, "If the client gives up first, the balancer logs 499.".into(), &[]),
                         ],
                     }
-                    .finish(conn, ctx),
+                    .finish_for(subject, ctx),
                 );
             }
         }
     }
+}
+
+fn closed_before_response(
+    conn: &Connection,
+    txn: &Transaction,
+    fin: Seen,
+    partial: bool,
+    ctx: &Context<'_>,
+    out: &mut Findings,
+) {
+    if !out.accepts(Kind::ClosedBeforeResponse, conn.server) {
+        return;
+    }
+    let mut evidence = json!({"ended_by": "server FIN", "partial_response": partial});
+    transaction_evidence(Some(txn), &mut evidence);
+    let mut packets = vec![fin.frame];
+    packets.extend(txn.request_complete.or(txn.request).map(|s| s.frame));
+    let (status, how) = if partial {
+        (500, "with only part of a response head")
+    } else {
+        (502, "without answering")
+    };
+    out.push(
+        Draft {
+            kind: Kind::ClosedBeforeResponse,
+            severity: Severity::Error,
+            packets,
+            first_ts: fin.ts,
+            summary: format!(
+                "{} closed the connection {how} {} (frame {}).",
+                conn.server,
+                txn.request_line(),
+                fin.frame
+            ),
+            evidence,
+            causes: vec![cause(
+                status,
+                Some("-"),
+                "The backend closed the connection instead of answering: the balancer gets no usable response and answers 502 (500 when part of a response had come).".into(),
+                &[
+                    format!("Check {}'s logs at this time for a crash, a worker restart, or a keep-alive timeout shorter than the balancer's.", conn.server),
+                    "Make the backend's keep-alive timeout longer than the balancer's idle timeout.".into(),
+                ],
+            )],
+        }
+        .finish(conn, ctx),
+    );
 }
 
 fn end_label(end: End) -> &'static str {
@@ -531,6 +833,9 @@ fn client_closed(
     ctx: &Context<'_>,
     out: &mut Findings,
 ) {
+    if !out.accepts(Kind::ClientClosedEarly, conn.server) {
+        return;
+    }
     let mut evidence = json!({"closed_with": how});
     transaction_evidence(txn, &mut evidence);
     let mut packets = vec![at.frame];
@@ -567,4 +872,133 @@ fn client_closed(
         }
         .finish(conn, ctx),
     );
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::capture::Timestamp;
+    use crate::detect::Thresholds;
+    use crate::flow::ConnRef;
+    use crate::proto::http::test::{Step, feed};
+    use crate::proto::http::{HttpEvent, HttpLimits};
+
+    /// The kinds the HTTP policy finds in a conversation with a server on `port`, judging
+    /// transactions as they complete (the connection's end is not part of this).
+    fn kinds(port: u16, steps: &[Step<'_>]) -> Vec<Kind> {
+        let conn = ConnRef {
+            serial: 1,
+            first_frame: 1,
+            client: "10.0.0.1:40000".parse().unwrap(),
+            server: format!("10.0.0.2:{port}").parse().unwrap(),
+            start_captured: true,
+        };
+        let thresholds = Thresholds::default();
+        let ctx = Context {
+            capture: "test",
+            thresholds: &thresholds,
+            now: Timestamp(0),
+            at_capture_end: false,
+        };
+        let subject = Subject::open(&conn);
+        let mut out = Findings::new(100);
+        let mut h = HttpConn::new(true, HttpLimits::default());
+        feed(&mut h, steps, &mut |e: HttpEvent<'_>| match e {
+            HttpEvent::Done(t) => on_transaction(&subject, t, &ctx, &mut out),
+            HttpEvent::Flaw { flaw: f, last } => on_flaw(&subject, f, last, &ctx, &mut out),
+        });
+        for t in h.open() {
+            on_transaction(&subject, t, &ctx, &mut out);
+        }
+        let mut k: Vec<Kind> = out.list.iter().map(|f| f.kind).collect();
+        k.sort();
+        k
+    }
+
+    const NO_CONTENT: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
+
+    #[test]
+    fn test_request_policy_kinds() {
+        use Step::*;
+        let long_uri = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(40_000));
+        assert_eq!(
+            kinds(80, &[C(long_uri.as_bytes()), S(NO_CONTENT)]),
+            vec![Kind::UriTooLong]
+        );
+        let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(40_000));
+        assert_eq!(
+            kinds(80, &[C(big.as_bytes()), S(NO_CONTENT)]),
+            vec![Kind::HeaderTooLarge]
+        );
+        let huge = format!("GET / HTTP/1.1\r\nX-Big: {}", "a".repeat(100_000));
+        assert_eq!(kinds(80, &[C(huge.as_bytes())]), vec![Kind::HeaderTooLarge]);
+        assert_eq!(
+            kinds(80, &[C(b"TRACE / HTTP/1.1\r\n\r\n"), S(NO_CONTENT)]),
+            vec![Kind::TraceMethod]
+        );
+        let mut alb = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..17 {
+            alb.extend(format!("ALICLOUD-ALB-TRACE: {i:016x}\r\n").bytes());
+        }
+        alb.extend(b"\r\n");
+        assert_eq!(
+            kinds(80, &[C(&alb), S(NO_CONTENT)]),
+            vec![Kind::AlbTraceLoop]
+        );
+    }
+
+    #[test]
+    fn regression_plain_http_answered_in_http_on_a_tls_port_is_healthy() {
+        use Step::*;
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(
+            kinds(
+                443,
+                &[C(req), S(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")]
+            ),
+            vec![]
+        );
+        assert_eq!(
+            kinds(
+                8443,
+                &[C(req), S(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")]
+            ),
+            vec![]
+        );
+        // nginx's answer to plain HTTP on its ssl port, and a TLS server's alert.
+        assert_eq!(
+            kinds(
+                443,
+                &[
+                    C(req),
+                    S(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                ]
+            ),
+            vec![Kind::HttpOnTlsPort, Kind::ErrorStatus]
+        );
+        assert_eq!(
+            kinds(443, &[C(req), S(b"\x15\x03\x01\x00\x02\x02\x46")]),
+            vec![Kind::HttpOnTlsPort]
+        );
+    }
+
+    #[test]
+    fn regression_http09_and_odd_request_lines_name_their_problem() {
+        use Step::*;
+        for line in [
+            &b"POST  /  HTTP/1.0\r\n\r\n"[..],
+            b"OPTIONS HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(
+                kinds(
+                    80,
+                    &[
+                        C(line),
+                        S(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                    ]
+                ),
+                vec![Kind::MalformedRequest, Kind::ErrorStatus]
+            );
+        }
+    }
 }

@@ -11,11 +11,12 @@ mod transport;
 
 use crate::capture::{Duration, Timestamp};
 use crate::decode::TooBig;
-use crate::flow::{Connection, Seen};
-use crate::proto::http::HttpConn;
+use crate::flow::{ConnRef, Connection, RoleSource, Seen};
+use crate::proto::http::{HttpConn, HttpEvent};
 use crate::proto::tls::TlsConn;
 use crate::report::{Cause, Finding, Flow, Kind, Severity};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 /// Where each transport finding starts; flags with these defaults.
 #[derive(Clone, Copy, Debug)]
@@ -36,6 +37,10 @@ pub struct Thresholds {
     /// A request left unanswered this long when its connection or the capture ended is
     /// `no_response`; shorter, and the capture may simply have stopped too soon.
     pub no_response_after: Duration,
+    /// Request heads larger than this are `header_too_large` (the balancer's 32 KB limit).
+    pub max_header: usize,
+    /// Request targets longer than this are `uri_too_long`.
+    pub max_uri: usize,
 }
 
 impl Default for Thresholds {
@@ -49,6 +54,8 @@ impl Default for Thresholds {
             zero_window: Duration::from_secs(1),
             response_timeout: Duration::from_secs(60),
             no_response_after: Duration::from_secs(1),
+            max_header: 32 * 1024,
+            max_uri: 32 * 1024,
         }
     }
 }
@@ -70,6 +77,9 @@ pub struct Findings {
     per_group: HashMap<(Kind, String), u32>,
     max_per_group: u32,
     pub suppressed: u64,
+    /// Findings about connections still open (judged as a transaction completed), by
+    /// connection: their filter and confidence are settled when the connection is finalized.
+    awaiting_end: HashMap<u64, Vec<usize>>,
 }
 
 impl Findings {
@@ -79,12 +89,27 @@ impl Findings {
             per_group: HashMap::new(),
             max_per_group,
             suppressed: 0,
+            awaiting_end: HashMap::new(),
+        }
+    }
+
+    /// The connection these findings are about has ended: what only its end tells goes in.
+    fn settle(&mut self, conn: &Connection) {
+        let Some(indexes) = self.awaiting_end.remove(&conn.serial) else {
+            return;
+        };
+        let subject = Subject::of(conn);
+        for i in indexes {
+            if let Some(f) = self.list.get_mut(i) {
+                f.flow.filter = subject.display_filter();
+                connection_notes(f.kind, &subject, &mut f.evidence);
+            }
         }
     }
 
     /// Whether a finding of this kind about this server would still be listed; detectors ask
     /// first so a flood of the same failure costs a counter, not a finding built and dropped.
-    pub fn accepts(&mut self, kind: Kind, server: std::net::SocketAddr) -> bool {
+    pub fn accepts(&mut self, kind: Kind, server: SocketAddr) -> bool {
         let key = (kind, server.to_string());
         match self.per_group.get(&key) {
             Some(n) if *n >= self.max_per_group => {
@@ -95,7 +120,13 @@ impl Findings {
         }
     }
 
-    pub fn push(&mut self, f: Finding) {
+    pub(crate) fn push(&mut self, f: impl Into<Made>) {
+        let made = f.into();
+        self.push_about(made.finding, made.open);
+    }
+
+    /// Pushes a finding; `open` names the connection when it has not ended yet.
+    fn push_about(&mut self, f: Finding, open: Option<u64>) {
         let n = self
             .per_group
             .entry((f.kind, f.flow.server.clone()))
@@ -105,6 +136,12 @@ impl Findings {
             return;
         }
         *n += 1;
+        if let Some(serial) = open {
+            self.awaiting_end
+                .entry(serial)
+                .or_default()
+                .push(self.list.len());
+        }
         self.list.push(f);
     }
 }
@@ -127,6 +164,17 @@ impl Detectors {
         }
     }
 
+    /// An HTTP transaction completed, or framing found a flaw, on a connection still open.
+    pub fn on_http(&mut self, conn: &ConnRef, event: HttpEvent<'_>, ctx: &Context<'_>) {
+        let subject = Subject::open(conn);
+        match event {
+            HttpEvent::Done(txn) => http::on_transaction(&subject, txn, ctx, &mut self.findings),
+            HttpEvent::Flaw { flaw, last } => {
+                http::on_flaw(&subject, flaw, last, ctx, &mut self.findings)
+            }
+        }
+    }
+
     /// Runs every connection detector on a finalized connection and what HTTP it carried.
     pub fn on_connection(
         &mut self,
@@ -135,13 +183,14 @@ impl Detectors {
         tls: Option<&TlsConn>,
         ctx: &Context<'_>,
     ) {
+        self.findings.settle(conn);
         if let Some(t) = tls {
             self.tls.on_connection(conn, t, ctx, &mut self.findings);
         }
         handshake::detect(conn, ctx, &mut self.findings);
-        reset::detect(conn, http.filter(|h| h.is_http), ctx, &mut self.findings);
-        if let Some(h) = http.filter(|h| h.is_http || !h.transactions.is_empty()) {
-            http::detect(conn, h, ctx, &mut self.findings);
+        reset::detect(conn, http.filter(|h| h.is_http()), ctx, &mut self.findings);
+        if let Some(h) = http.filter(|h| h.is_http() || h.transactions > 0) {
+            http::on_connection(conn, h, ctx, &mut self.findings);
         }
         transport::detect(conn, ctx, &mut self.findings);
         self.accept_queue.on_connection(conn, ctx);
@@ -171,8 +220,113 @@ pub(crate) struct Draft {
     pub causes: Vec<Cause>,
 }
 
+/// The connection a finding is about, as far as it is known when the finding is made: a
+/// transaction is judged while its connection is still open.
+pub struct Subject {
+    pub serial: u64,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    first_frame: u64,
+    /// `None` while the connection is open.
+    last_frame: Option<u64>,
+    start_captured: bool,
+    roles: Option<RoleSource>,
+    uncaptured: u64,
+}
+
+impl Subject {
+    pub fn of(conn: &Connection) -> Subject {
+        Subject {
+            serial: conn.serial,
+            client: conn.client,
+            server: conn.server,
+            first_frame: conn.first.frame,
+            last_frame: Some(conn.last.frame),
+            start_captured: conn.start_captured(),
+            roles: Some(conn.roles),
+            uncaptured: conn.uncaptured_bytes(),
+        }
+    }
+
+    pub fn open(conn: &ConnRef) -> Subject {
+        Subject {
+            serial: conn.serial,
+            client: conn.client,
+            server: conn.server,
+            first_frame: conn.first_frame,
+            last_frame: None,
+            start_captured: conn.start_captured,
+            roles: None,
+            uncaptured: 0,
+        }
+    }
+
+    /// A Wireshark display filter for this connection; the frame range keeps a reused 4-tuple's
+    /// other connections out.
+    pub fn display_filter(&self) -> String {
+        let (ca, sa) = (self.client.ip(), self.server.ip());
+        let ip = if ca.is_ipv4() { "ip" } else { "ipv6" };
+        let mut filter = format!(
+            "{ip}.addr=={ca} && tcp.port=={} && {ip}.addr=={sa} && tcp.port=={} && frame.number>={}",
+            self.client.port(),
+            self.server.port(),
+            self.first_frame,
+        );
+        if let Some(last) = self.last_frame {
+            filter.push_str(&format!(" && frame.number<={last}"));
+        }
+        filter
+    }
+}
+
+/// What every finding about a connection says of the connection itself.
+fn connection_notes(
+    kind: Kind,
+    subject: &Subject,
+    evidence: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    evidence.insert("connection".into(), subject.serial.into());
+    if subject.uncaptured > 0 && kind != Kind::CaptureGap {
+        evidence.insert(
+            "confidence".into(),
+            format!(
+                "lower: the capture is missing {} byte(s) of this connection",
+                subject.uncaptured
+            )
+            .into(),
+        );
+    }
+    if !subject.start_captured {
+        evidence.insert("start_captured".into(), false.into());
+        let how = match subject.roles {
+            Some(RoleSource::SynAck) => "inferred from the SYN-ACK's sender",
+            _ => "inferred from the ports: the well-known or lower port is the server",
+        };
+        evidence.insert("roles".into(), how.into());
+    }
+}
+
+/// A finding made, with the connection it is about.
+pub(crate) struct Made {
+    finding: Finding,
+    open: Option<u64>,
+}
+
+impl From<Finding> for Made {
+    fn from(finding: Finding) -> Made {
+        Made {
+            finding,
+            open: None,
+        }
+    }
+}
+
 impl Draft {
     pub fn finish(self, conn: &Connection, ctx: &Context<'_>) -> Finding {
+        self.finish_for(&Subject::of(conn), ctx).finding
+    }
+
+    pub fn finish_for(self, subject: &Subject, ctx: &Context<'_>) -> Made {
         let mut packets = self.packets;
         packets.sort_unstable();
         packets.dedup();
@@ -180,37 +334,24 @@ impl Draft {
             serde_json::Value::Object(map) => map,
             _ => serde_json::Map::new(),
         };
-        evidence.insert("connection".into(), conn.serial.into());
-        let missing = conn.uncaptured_bytes();
-        if missing > 0 && self.kind != Kind::CaptureGap {
-            evidence.insert(
-                "confidence".into(),
-                format!("lower: the capture is missing {missing} byte(s) of this connection")
-                    .into(),
-            );
-        }
-        if !conn.start_captured() {
-            evidence.insert("start_captured".into(), false.into());
-            let how = match conn.roles {
-                crate::flow::RoleSource::SynAck => "inferred from the SYN-ACK's sender",
-                _ => "inferred from the ports: the well-known or lower port is the server",
-            };
-            evidence.insert("roles".into(), how.into());
-        }
-        Finding {
-            kind: self.kind,
-            severity: self.severity,
-            capture: ctx.capture.to_string(),
-            flow: Flow {
-                client: conn.client.to_string(),
-                server: conn.server.to_string(),
-                filter: conn.display_filter(),
+        connection_notes(self.kind, subject, &mut evidence);
+        Made {
+            finding: Finding {
+                kind: self.kind,
+                severity: self.severity,
+                capture: ctx.capture.to_string(),
+                flow: Flow {
+                    client: subject.client.to_string(),
+                    server: subject.server.to_string(),
+                    filter: subject.display_filter(),
+                },
+                packets,
+                time: self.first_ts.rfc3339(),
+                summary: self.summary,
+                evidence,
+                causes: self.causes,
             },
-            packets,
-            time: self.first_ts.rfc3339(),
-            summary: self.summary,
-            evidence,
-            causes: self.causes,
+            open: subject.last_frame.is_none().then_some(subject.serial),
         }
     }
 }

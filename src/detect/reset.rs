@@ -110,7 +110,7 @@ pub fn detect(conn: &Connection, http: Option<&HttpConn>, ctx: &Context<'_>, out
         "client_fin_frame": conn.to_server.fin.map(|s| s.frame),
         "server_fin_frame": conn.to_client.fin.map(|s| s.frame),
     });
-    if let Some(txn) = http.and_then(|h| h.transactions.last()) {
+    if let Some(txn) = http.and_then(|h| h.last()) {
         evidence["request"] = txn.request_line().into();
         evidence["status"] = txn.status.into();
     }

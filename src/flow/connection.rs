@@ -144,6 +144,7 @@ pub const IDLE_AFTER: Duration = Duration::from_secs(2);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnRef {
     pub serial: u64,
+    pub first_frame: u64,
     pub client: SocketAddr,
     pub server: SocketAddr,
     pub start_captured: bool,
@@ -214,6 +215,7 @@ impl Connection {
     pub fn id(&self) -> ConnRef {
         ConnRef {
             serial: self.serial,
+            first_frame: self.first.frame,
             client: self.client,
             server: self.server,
             start_captured: self.start_captured(),

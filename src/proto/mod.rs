@@ -1,5 +1,5 @@
-//! Protocol analyzers over reassembled byte streams (HTTP/1.x and TLS, found by content). They record what each message was and
-//! what was wrong with it; `detect/` turns that into findings.
+//! Protocol analyzers over reassembled byte streams (HTTP/1.x and TLS, found by content). They
+//! frame messages and say what each was and what was wrong with its bytes; `detect/` judges.
 
 pub mod http;
 pub mod tls;
@@ -15,44 +15,48 @@ pub enum App {
 
 impl App {
     /// Starts analyzing a connection whose first payload is `bytes` from `from`.
-    pub fn new(
-        from: Role,
-        bytes: &[u8],
-        server_port: u16,
-        start_captured: bool,
-        limits: http::HttpLimits,
-    ) -> App {
+    pub fn new(from: Role, bytes: &[u8], start_captured: bool, limits: http::HttpLimits) -> App {
         if from == Role::Client && tls::TlsConn::looks_like_tls(bytes) {
             App::Tls(Box::default())
         } else {
-            App::Http(Box::new(http::HttpConn::new(
-                server_port,
-                start_captured,
-                limits,
-            )))
+            App::Http(Box::new(http::HttpConn::new(start_captured, limits)))
         }
     }
 
-    pub fn on_data(&mut self, from: Role, offset: u64, bytes: &[u8], at: Seen) {
+    /// Feeds stream bytes; HTTP hands each transaction to `sink` as it completes.
+    pub fn on_data(
+        &mut self,
+        from: Role,
+        offset: u64,
+        bytes: &[u8],
+        at: Seen,
+        sink: &mut dyn FnMut(http::HttpEvent<'_>),
+    ) {
         // Server bytes held by the HTTP analyzer before a TLS ClientHello: it was TLS after all.
         if let App::Http(h) = self
             && from == Role::Client
-            && !h.is_http
-            && h.transactions.is_empty()
+            && !h.is_http()
+            && h.transactions == 0
             && offset == 0
             && tls::TlsConn::looks_like_tls(bytes)
         {
             *self = App::Tls(Box::default());
         }
         match self {
-            App::Http(h) => h.on_data(from, offset, bytes, at),
+            App::Http(h) => h.on_data(from, offset, bytes, at, sink),
             App::Tls(t) => t.on_data(from, bytes, at),
         }
     }
 
-    pub fn on_gap(&mut self, from: Role, len: u64) {
+    pub fn on_gap(
+        &mut self,
+        from: Role,
+        len: u64,
+        at: Seen,
+        sink: &mut dyn FnMut(http::HttpEvent<'_>),
+    ) {
         match self {
-            App::Http(h) => h.on_gap(from, len),
+            App::Http(h) => h.on_gap(from, len, at, sink),
             // A gap in TLS leaves the record layer lost; what was learnt before it stands.
             App::Tls(t) => t.on_gap(from),
         }
@@ -73,6 +77,13 @@ impl App {
     }
 
     pub fn http(&self) -> Option<&http::HttpConn> {
+        match self {
+            App::Http(h) => Some(h),
+            App::Tls(_) => None,
+        }
+    }
+
+    pub fn http_mut(&mut self) -> Option<&mut http::HttpConn> {
         match self {
             App::Http(h) => Some(h),
             App::Tls(_) => None,

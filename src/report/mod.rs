@@ -105,22 +105,6 @@ pub struct TransactionReport {
     pub last_response_byte: Option<String>,
 }
 
-impl From<&crate::proto::http::Transaction> for TransactionReport {
-    fn from(t: &crate::proto::http::Transaction) -> Self {
-        TransactionReport {
-            request: t.request_line(),
-            status: t.status,
-            request_frame: t.request.map(|s| s.frame),
-            response_frame: t.response.map(|s| s.frame),
-            request_body_bytes: t.request_body,
-            response_body_bytes: t.response_body,
-            request_sent: t.request.map(|s| s.ts.rfc3339()),
-            first_response_byte: t.response.map(|s| s.ts.rfc3339()),
-            last_response_byte: t.response_complete.map(|s| s.ts.rfc3339()),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Warning {
     pub frame: Option<u64>,

@@ -56,10 +56,126 @@ pub struct ResponseHead {
 pub struct HeadError {
     /// Offset within the head of the line (or byte) that is wrong.
     pub offset: usize,
-    pub reason: String,
+    pub problem: HeadProblem,
+}
+
+/// What is wrong with a head, as precisely as the bytes tell: the report names it, so
+/// "the method is not a valid token" must only be said of a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadProblem {
+    /// Two spaces in a row (or a leading space) in the request line.
+    RequestLineExtraSpace,
+    /// `OPTIONS HTTP/1.1`: a method and a version, no target.
+    RequestLineNoTarget,
+    /// `GET /path` and nothing else: an HTTP/0.9 request, which has no headers.
+    RequestLineNoVersion,
+    /// More than three space-separated parts: a space inside the target.
+    RequestTargetHasSpace,
+    MethodNotToken,
+    /// A byte a request target may not hold (control character, DEL).
+    RequestTargetInvalidByte,
+    RequestVersionInvalid,
+    StatusLineVersionInvalid,
+    StatusCodeInvalid,
+    StatusLineInvalid,
+    /// A line that begins with a space or tab continues the previous header (RFC 9112 §5.2:
+    /// obsolete line folding, which a recipient must reject or replace).
+    ObsFold,
+    HeaderWithoutColon,
+    HeaderNameInvalid,
+    HeaderValueInvalid,
+    TooManyHeaders,
+    BareCr,
+    /// The head never reached its blank line.
+    Unfinished,
+}
+
+impl std::fmt::Display for HeadProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HeadProblem::RequestLineExtraSpace => {
+                "the request line has more than one space between its parts"
+            }
+            HeadProblem::RequestLineNoTarget => "the request line has no target",
+            HeadProblem::RequestLineNoVersion => {
+                "the request line has no HTTP version (an HTTP/0.9 request)"
+            }
+            HeadProblem::RequestTargetHasSpace => "the request target contains a space",
+            HeadProblem::MethodNotToken => "the method is not a valid token",
+            HeadProblem::RequestTargetInvalidByte => {
+                "the request target contains a control character"
+            }
+            HeadProblem::RequestVersionInvalid => {
+                "the request line does not end with HTTP/1.0 or HTTP/1.1"
+            }
+            HeadProblem::StatusLineVersionInvalid => {
+                "the status line does not start with HTTP/1.0 or HTTP/1.1"
+            }
+            HeadProblem::StatusCodeInvalid => {
+                "the status line has no valid three-digit status code"
+            }
+            HeadProblem::StatusLineInvalid => "invalid status line",
+            HeadProblem::ObsFold => {
+                "a header line folded onto the next one (obs-fold: the line starts with a space or tab)"
+            }
+            HeadProblem::HeaderWithoutColon => "a header line has no colon",
+            HeadProblem::HeaderNameInvalid => {
+                "invalid header name (space or a character a name may not hold)"
+            }
+            HeadProblem::HeaderValueInvalid => {
+                "invalid byte in a header value (control character or bare CR)"
+            }
+            HeadProblem::TooManyHeaders => "more than 128 header fields",
+            HeadProblem::BareCr => "invalid line ending (bare CR)",
+            HeadProblem::Unfinished => "head ends before its blank line",
+        })
+    }
 }
 
 pub const TARGET_KEPT: usize = 256;
+
+impl Framing {
+    fn none() -> Framing {
+        Framing {
+            content_length: ContentLength::Absent,
+            transfer_encoding: false,
+            chunked: false,
+            connection_close: true,
+        }
+    }
+}
+
+impl RequestHead {
+    /// An HTTP/0.9 request: a method and a target, nothing else.
+    pub fn simple(method: &str, target: &str, head_len: usize) -> RequestHead {
+        RequestHead {
+            method: method.chars().take(32).collect(),
+            target: target.chars().take(TARGET_KEPT).collect(),
+            target_len: target.len(),
+            version: 9,
+            head_len,
+            framing: Framing::none(),
+            expect_continue: false,
+            upgrade: false,
+            alb_trace_headers: 0,
+            alb_trace_repeated: false,
+        }
+    }
+}
+
+impl ResponseHead {
+    /// The answer to an HTTP/0.9 request: no status line, a body until close.
+    pub fn simple() -> ResponseHead {
+        ResponseHead {
+            status: 0,
+            reason: String::new(),
+            version: 9,
+            head_len: 0,
+            framing: Framing::none(),
+            qps_limited: false,
+        }
+    }
+}
 
 fn framing(headers: &[Header<'_>]) -> Framing {
     let mut lengths: Vec<String> = Vec::new();
@@ -141,7 +257,7 @@ pub fn parse_request(head: &[u8]) -> Result<RequestHead, HeadError> {
         }
         Ok(Status::Partial) => Err(HeadError {
             offset: head.len(),
-            reason: "head ends before its blank line".into(),
+            problem: HeadProblem::Unfinished,
         }),
         Err(e) => Err(locate(head, e, false)),
     }
@@ -169,7 +285,7 @@ pub fn parse_response(head: &[u8]) -> Result<ResponseHead, HeadError> {
         }
         Ok(Status::Partial) => Err(HeadError {
             offset: head.len(),
-            reason: "head ends before its blank line".into(),
+            problem: HeadProblem::Unfinished,
         }),
         Err(e) => Err(locate(head, e, true)),
     }
@@ -179,35 +295,66 @@ fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Finds where a head that httparse rejected goes wrong, and says why in plain words.
+/// Says what is wrong with a request line, or nothing when httparse's complaint lies further on.
+fn request_line_problem(line: &[u8]) -> Option<HeadProblem> {
+    let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Some(HeadProblem::RequestLineExtraSpace);
+    }
+    if !parts[0].iter().all(|&b| is_token_byte(b)) {
+        return Some(HeadProblem::MethodNotToken);
+    }
+    let is_version = |p: &[u8]| p.starts_with(b"HTTP/");
+    match parts.len() {
+        1 => Some(HeadProblem::RequestLineNoVersion),
+        2 if is_version(parts[1]) => Some(HeadProblem::RequestLineNoTarget),
+        2 => Some(HeadProblem::RequestLineNoVersion),
+        3 => {
+            if parts[1].iter().any(|&b| b < 0x21 || b == 0x7f) {
+                Some(HeadProblem::RequestTargetInvalidByte)
+            } else if parts[2] != b"HTTP/1.1" && parts[2] != b"HTTP/1.0" {
+                Some(HeadProblem::RequestVersionInvalid)
+            } else {
+                None
+            }
+        }
+        _ if is_version(parts[parts.len() - 1]) => Some(HeadProblem::RequestTargetHasSpace),
+        _ => Some(HeadProblem::RequestVersionInvalid),
+    }
+}
+
+fn status_line_problem(line: &[u8]) -> Option<HeadProblem> {
+    if !(line.starts_with(b"HTTP/1.1 ") || line.starts_with(b"HTTP/1.0 ")) {
+        return Some(HeadProblem::StatusLineVersionInvalid);
+    }
+    let rest = &line[9..];
+    let code_ok = rest.len() >= 3
+        && rest[..3].iter().all(u8::is_ascii_digit)
+        && (rest.len() == 3 || rest[3] == b' ');
+    if !code_ok {
+        return Some(HeadProblem::StatusCodeInvalid);
+    }
+    rest.iter()
+        .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        .then_some(HeadProblem::StatusLineInvalid)
+}
+
+/// Finds where a head that httparse rejected goes wrong, and names the problem.
 fn locate(head: &[u8], e: httparse::Error, response: bool) -> HeadError {
     use httparse::Error as E;
-    let first_line = match e {
-        E::Status => Some(if response {
-            "the status line has no valid three-digit status code"
-        } else {
-            "invalid request line"
-        }),
-        E::Version => Some(if response {
-            "the status line does not start with HTTP/1.0 or HTTP/1.1"
-        } else {
-            "the request line does not end with HTTP/1.0 or HTTP/1.1 (a space in the target?)"
-        }),
-        E::Token => Some(if response {
-            "invalid status line"
-        } else {
-            "the method is not a valid token"
-        }),
-        _ => None,
+    let first_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let first = &head[..first_end];
+    let first = first.strip_suffix(b"\r").unwrap_or(first);
+    let on_first_line = if response {
+        status_line_problem(first)
+    } else {
+        request_line_problem(first)
     };
-    if let Some(reason) = first_line {
-        return HeadError {
-            offset: 0,
-            reason: reason.into(),
-        };
+    if let Some(problem) = on_first_line {
+        return HeadError { offset: 0, problem };
     }
     // Walk the header lines to find the first one that is not `name: value`.
-    let mut offset = head.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let mut offset = (first_end + 1).min(head.len());
     let mut count = 0;
     while offset < head.len() {
         let end = head[offset..]
@@ -220,23 +367,18 @@ fn locate(head: &[u8], e: httparse::Error, response: bool) -> HeadError {
             break;
         }
         count += 1;
+        let fail = |problem| HeadError { offset, problem };
         if matches!(e, E::TooManyHeaders) && count > MAX_HEADERS {
-            return HeadError {
-                offset,
-                reason: format!("more than {MAX_HEADERS} header fields"),
-            };
+            return fail(HeadProblem::TooManyHeaders);
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            return fail(HeadProblem::ObsFold);
         }
         let Some(colon) = line.iter().position(|&b| b == b':') else {
-            return HeadError {
-                offset,
-                reason: "a header line has no colon".into(),
-            };
+            return fail(HeadProblem::HeaderWithoutColon);
         };
         if colon == 0 || !line[..colon].iter().all(|&b| is_token_byte(b)) {
-            return HeadError {
-                offset,
-                reason: "invalid header name (space or a character a name may not hold)".into(),
-            };
+            return fail(HeadProblem::HeaderNameInvalid);
         }
         if let Some(bad) = line[colon + 1..]
             .iter()
@@ -244,17 +386,21 @@ fn locate(head: &[u8], e: httparse::Error, response: bool) -> HeadError {
         {
             return HeadError {
                 offset: offset + colon + 1 + bad,
-                reason: "invalid byte in a header value (control character or bare CR)".into(),
+                problem: HeadProblem::HeaderValueInvalid,
             };
         }
         offset = end + 1;
     }
     HeadError {
         offset: 0,
-        reason: match e {
-            E::NewLine => "invalid line ending (bare CR)".into(),
-            E::TooManyHeaders => format!("more than {MAX_HEADERS} header fields"),
-            other => other.to_string(),
+        problem: match e {
+            E::TooManyHeaders => HeadProblem::TooManyHeaders,
+            E::Status => HeadProblem::StatusCodeInvalid,
+            E::Version if response => HeadProblem::StatusLineVersionInvalid,
+            E::Version => HeadProblem::RequestVersionInvalid,
+            E::HeaderName => HeadProblem::HeaderNameInvalid,
+            E::HeaderValue => HeadProblem::HeaderValueInvalid,
+            _ => HeadProblem::BareCr,
         },
     }
 }
@@ -336,7 +482,7 @@ mod test {
         let head = b"HTTP/1.1 200 OK\r\nA: b\r\nX-Broken header value\r\n\r\n";
         let e = parse_response(head).unwrap_err();
         assert_eq!(e.offset, 23, "{e:?}");
-        assert!(e.reason.contains("colon"));
+        assert_eq!(e.problem, HeadProblem::HeaderWithoutColon);
         let e = parse_request(b"GET /a b c HTTP/1.1\r\nHost: x\r\n\r\n").unwrap_err();
         assert_eq!(e.offset, 0);
     }
@@ -345,5 +491,37 @@ mod test {
     fn test_excerpt_escapes_and_bounds() {
         assert_eq!(excerpt(b"a\r\n\x1b[", 100), "a\\r\\n\\x1b[");
         assert_eq!(excerpt(b"abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn regression_request_line_reasons_name_the_real_problem() {
+        let problem = |head: &[u8]| parse_request(head).unwrap_err().problem;
+        assert_eq!(
+            problem(b"POST  /  HTTP/1.0\r\n\r\n"),
+            HeadProblem::RequestLineExtraSpace
+        );
+        assert_eq!(
+            problem(b"OPTIONS HTTP/1.1\r\n\r\n"),
+            HeadProblem::RequestLineNoTarget
+        );
+        assert_eq!(problem(b"GET /\r\n\r\n"), HeadProblem::RequestLineNoVersion);
+        assert_eq!(
+            problem(b"G@T / HTTP/1.1\r\n\r\n"),
+            HeadProblem::MethodNotToken
+        );
+        assert_eq!(
+            problem(b"GET / HTTP/2.0\r\n\r\n"),
+            HeadProblem::RequestVersionInvalid
+        );
+        assert_eq!(
+            problem(b"GET /a b HTTP/1.1\r\n\r\n"),
+            HeadProblem::RequestTargetHasSpace
+        );
+    }
+
+    #[test]
+    fn regression_obs_fold_is_named() {
+        let e = parse_response(b"HTTP/1.1 200 OK\r\nA: b\r\n c\r\n\r\n").unwrap_err();
+        assert_eq!((e.offset, e.problem), (23, HeadProblem::ObsFold));
     }
 }
