@@ -307,8 +307,9 @@ impl Reassembler {
                 start = upto;
             }
             let held_end = self.held.as_ref().and_then(|h| h.end()).unwrap_or(0);
-            if self.reserve(end.max(held_end) - self.offset, budget) {
-                let mut h = self.held.take().expect("reserve allocates");
+            if self.reserve(end.max(held_end) - self.offset, budget)
+                && let Some(mut h) = self.held.take()
+            {
                 let conflict = self.insert(&mut h, start, payload, end, at, budget, sink);
                 self.drain(&mut h, sink);
                 self.held = Some(h);
