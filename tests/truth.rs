@@ -1,6 +1,7 @@
 //! Every capture in `captures/` is analyzed and checked against the `.truth.json` beside it:
-//! the findings it must produce (kind, status, server port, evidence frames), the kinds it must
-//! not produce, and the warnings it must carry.
+//! the findings it must produce (kind, status, server port, evidence frames, and optionally the
+//! request, and text the reason must or must not contain), the kinds it must not produce, the
+//! warnings it must carry, and the strings (secrets) no report may show.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -19,11 +20,11 @@ fn truth_files() -> Vec<PathBuf> {
     files
 }
 
-fn analyze(capture: &Path, args: &[String]) -> Value {
+/// Runs lbdiag on a capture; returns its standard output (the report).
+fn run(capture: &Path, args: &[String]) -> Vec<u8> {
     let out = assert_cmd::Command::cargo_bin("lbdiag")
         .unwrap()
         .arg("analyze")
-        .arg("--format=json")
         .arg("--fail-on=never")
         .args(args)
         .arg(capture)
@@ -37,7 +38,13 @@ fn analyze(capture: &Path, args: &[String]) -> Value {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("valid JSON report")
+    out.stdout
+}
+
+fn analyze(capture: &Path, args: &[String]) -> Value {
+    let mut all = vec!["--format=json".to_string()];
+    all.extend_from_slice(args);
+    serde_json::from_slice(&run(capture, &all)).expect("valid JSON report")
 }
 
 fn strings(v: &Value, key: &str) -> Vec<String> {
@@ -65,6 +72,27 @@ fn statuses(f: &Value) -> Vec<u64> {
         .as_array()
         .map(|a| a.iter().filter_map(|c| c["status"].as_u64()).collect())
         .unwrap_or_default()
+}
+
+/// The evidence field `key` of a finding as text ("" when absent).
+fn evidence(f: &Value, key: &str) -> String {
+    f["evidence"][key].as_str().unwrap_or_default().to_string()
+}
+
+/// Whether a finding meets an expectation's optional text conditions: `request` (equal to
+/// evidence.request, e.g. "GET /fail"), `reason_contains` and `reason_not` (text that
+/// evidence.reason must, or must not, contain; letter case aside).
+fn evidence_matches(exp: &Value, f: &Value) -> bool {
+    let reason = evidence(f, "reason").to_lowercase();
+    exp["request"]
+        .as_str()
+        .is_none_or(|r| evidence(f, "request") == r)
+        && exp["reason_contains"]
+            .as_str()
+            .is_none_or(|r| reason.contains(&r.to_lowercase()))
+        && exp["reason_not"]
+            .as_str()
+            .is_none_or(|r| !reason.contains(&r.to_lowercase()))
 }
 
 fn packets(f: &Value) -> Vec<u64> {
@@ -104,6 +132,7 @@ fn check(truth_path: &Path) -> Vec<String> {
                     .as_u64()
                     .is_none_or(|s| statuses(f).contains(&s))
                 && want_frames.iter().all(|n| packets(f).contains(n))
+                && evidence_matches(&exp, f)
         });
         match hit {
             Some(i) => used[i] = true,
@@ -111,7 +140,14 @@ fn check(truth_path: &Path) -> Vec<String> {
                 "{name}: expected {exp} but found none matching; findings: {}",
                 findings
                     .iter()
-                    .map(|f| format!("{}@{}{:?}", f["kind"], f["flow"]["server"], packets(f)))
+                    .map(|f| format!(
+                        "{}@{}{:?} {:?} {:?}",
+                        f["kind"],
+                        f["flow"]["server"],
+                        packets(f),
+                        evidence(f, "request"),
+                        evidence(f, "reason")
+                    ))
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
@@ -159,6 +195,39 @@ fn check(truth_path: &Path) -> Vec<String> {
             problems.push(format!(
                 "{name}: no warning mentions {want:?}; warnings: {warnings:?}"
             ));
+        }
+    }
+    problems.extend(never_in_output(&truth, name, &capture, &args));
+    problems
+}
+
+/// `never_in_output`: strings (secrets in the capture) that no report may show without
+/// --show-secrets: not the JSON report, not the JSON report with every transaction, not the
+/// text report.
+fn never_in_output(truth: &Value, name: &str, capture: &Path, args: &[String]) -> Vec<String> {
+    let secrets = strings(truth, "never_in_output");
+    if secrets.is_empty() {
+        return Vec::new();
+    }
+    let with = |extra: &[&str]| {
+        let mut all: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&run(capture, &all)).into_owned()
+    };
+    let outputs = [
+        ("JSON", with(&["--format=json"])),
+        (
+            "JSON --transactions",
+            with(&["--format=json", "--transactions"]),
+        ),
+        ("text", with(&["--format=text", "--color=never"])),
+    ];
+    let mut problems = Vec::new();
+    for (format, text) in &outputs {
+        for secret in &secrets {
+            if text.contains(secret.as_str()) {
+                problems.push(format!("{name}: the {format} report shows {secret:?}"));
+            }
         }
     }
     problems
