@@ -84,6 +84,8 @@ pub struct Side {
     pub first_data: Option<Seen>,
     pub last_data: Option<Seen>,
     pub fin: Option<Seen>,
+    /// The sequence number the FIN came at: where the sender's bytes ended.
+    fin_end: Option<SeqNumber>,
     pub stream: Reassembler,
     /// Allocated with the first packet that needs it, so a half-open connection stays small.
     tcp: Option<Box<TcpStats>>,
@@ -291,11 +293,13 @@ impl Connection {
         }
 
         if flags.ack() && !flags.rst() {
-            let peer = match from {
-                Role::Client => &mut self.to_client,
-                Role::Server => &mut self.to_server,
+            let (peer, peer_role) = match from {
+                Role::Client => (&mut self.to_client, Role::Server),
+                Role::Server => (&mut self.to_server, Role::Client),
             };
             peer.tcp_mut().on_peer_ack(seg.ack);
+            peer.stream
+                .acknowledged(seg.ack, budget, &mut |ev| sink(peer_role, ev));
         }
         let side = self.side_mut(from);
         side.packets += 1;
@@ -330,6 +334,12 @@ impl Connection {
         }
         if flags.fin() && side.fin.is_none() {
             side.fin = Some(at);
+            let seq = if flags.syn() {
+                seg.seq.plus(1)
+            } else {
+                seg.seq
+            };
+            side.fin_end = Some(seq.plus(seg.wire_payload_len));
         }
     }
 
@@ -386,12 +396,19 @@ impl Connection {
         if let Some(tcp) = &mut self.to_client.tcp {
             tcp.finish(self.last);
         }
-        self.to_server
-            .stream
-            .finish(budget, &mut |ev| sink(Role::Client, ev));
-        self.to_client
-            .stream
-            .finish(budget, &mut |ev| sink(Role::Server, ev));
+        let last = self.last;
+        for (side, role) in [
+            (&mut self.to_server, Role::Client),
+            (&mut self.to_client, Role::Server),
+        ] {
+            // Where the sender's bytes ended: its FIN, else what the receiver acknowledged.
+            let end = side
+                .fin_end
+                .or_else(|| side.tcp.as_ref().and_then(|t| t.acked_upto));
+            let at = side.fin.unwrap_or(last);
+            side.stream
+                .finish_at(end, at, budget, &mut |ev| sink(role, ev));
+        }
     }
 
     /// A Wireshark display filter for this connection; the frame range keeps a reused 4-tuple's

@@ -452,8 +452,51 @@ impl Reassembler {
 
     /// Ends the stream: what is still held is delivered with gaps for the holes before it.
     pub fn finish(&mut self, budget: &mut Budget, sink: &mut dyn FnMut(StreamEvent<'_>)) {
+        self.finish_at(None, Seen::default(), budget, sink);
+    }
+
+    /// Ends the stream at `end`, the sequence number its FIN (or the receiver's last ACK) shows
+    /// the sender had reached: bytes up to it that the capture never held are a gap at the end,
+    /// not a stream that simply stopped.
+    pub fn finish_at(
+        &mut self,
+        end: Option<SeqNumber>,
+        at: Seen,
+        budget: &mut Budget,
+        sink: &mut dyn FnMut(StreamEvent<'_>),
+    ) {
         if let Some(mut h) = self.held.take() {
             while !h.runs.is_empty() {
+                self.give_up_hole(&mut h, u64::MAX, sink);
+            }
+            self.held = Some(h);
+        }
+        self.release_if_empty(budget);
+        if let (Some(end), Some(next)) = (end, self.next) {
+            let missing = end.diff(next);
+            if (1..=MAX_PLAUSIBLE_JUMP).contains(&missing) {
+                self.gap(missing as u64, at, sink);
+            }
+        }
+    }
+
+    /// The receiver acknowledged every byte before `ack`: a hole below it will never fill (the
+    /// bytes passed the capture point unseen), so what is held behind it goes on now instead of
+    /// waiting for the connection's end, when the other direction has long moved on.
+    pub fn acknowledged(
+        &mut self,
+        ack: SeqNumber,
+        budget: &mut Budget,
+        sink: &mut dyn FnMut(StreamEvent<'_>),
+    ) {
+        let Some(next) = self.next else { return };
+        let rel = ack.diff(next);
+        if !(1..=MAX_PLAUSIBLE_JUMP).contains(&rel) {
+            return;
+        }
+        let acked = self.offset + rel as u64;
+        if let Some(mut h) = self.held.take() {
+            while h.runs.first().is_some_and(|r| r.start <= acked) {
                 self.give_up_hole(&mut h, u64::MAX, sink);
             }
             self.held = Some(h);
@@ -1133,5 +1176,46 @@ mod test {
             prop_assert_eq!(f.r.offset(), end);
             prop_assert_eq!(f.budget.held, 0);
         }
+    }
+
+    #[test]
+    fn regression_hole_acknowledged_by_the_receiver_is_given_up_at_once() {
+        let mut r = Reassembler::default();
+        r.start_at(SeqNumber(0));
+        let mut budget = Budget::new(1 << 20, 1 << 24);
+        let mut out = Vec::new();
+        let mut sink = |e: StreamEvent<'_>| match e {
+            StreamEvent::Data { offset, bytes, .. } => out.push(Ev::D(offset, bytes.to_vec())),
+            StreamEvent::Gap { offset, len, .. } => out.push(Ev::G(offset, len)),
+        };
+        r.segment(SeqNumber(0), b"ab", 2, seen(1), &mut budget, &mut sink);
+        r.segment(SeqNumber(5), b"fg", 2, seen(2), &mut budget, &mut sink);
+        // An ACK short of the held run changes nothing; one past the hole gives it up.
+        r.acknowledged(SeqNumber(4), &mut budget, &mut sink);
+        r.acknowledged(SeqNumber(6), &mut budget, &mut sink);
+        assert_eq!(
+            out,
+            vec![
+                Ev::D(0, b"ab".to_vec()),
+                Ev::G(2, 3),
+                Ev::D(5, b"fg".to_vec())
+            ]
+        );
+        assert_eq!(r.held_bytes(), 0);
+    }
+
+    #[test]
+    fn regression_stream_end_beyond_captured_bytes_is_a_gap() {
+        let mut r = Reassembler::default();
+        r.start_at(SeqNumber(0));
+        let mut budget = Budget::new(1 << 20, 1 << 24);
+        let mut out = Vec::new();
+        let mut sink = |e: StreamEvent<'_>| match e {
+            StreamEvent::Data { offset, bytes, .. } => out.push(Ev::D(offset, bytes.to_vec())),
+            StreamEvent::Gap { offset, len, .. } => out.push(Ev::G(offset, len)),
+        };
+        r.segment(SeqNumber(0), b"ab", 2, seen(1), &mut budget, &mut sink);
+        r.finish_at(Some(SeqNumber(10)), seen(2), &mut budget, &mut sink);
+        assert_eq!(out, vec![Ev::D(0, b"ab".to_vec()), Ev::G(2, 8)]);
     }
 }

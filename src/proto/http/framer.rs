@@ -908,6 +908,17 @@ impl Framer {
             done: Some(at),
             joins_answer,
         });
+        // Framed as HTTP/0.9 (its answer runs until close), and still a flaw: balancers
+        // answer such a request 400.
+        let excerpt = self.raw_excerpt(&head[..line_end]);
+        out.push(self.flaw(
+            Flaw::Head(HeadProblem::RequestLineNoVersion),
+            Role::Client,
+            start,
+            self.req.head_offset,
+            Some(excerpt),
+            Some(seq),
+        ));
         if joins_answer {
             self.adopt_answer(seq);
         } else {
