@@ -330,7 +330,13 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
                 if !msg.quoted_tcp
                     || !table.note_too_big(msg.quoted_src, msg.quoted_dst, msg.next_hop_mtu, at)
                 {
-                    pipeline.detectors.on_unmatched_too_big(&msg, at);
+                    let ctx = Context {
+                        capture: &name,
+                        thresholds: &options.thresholds,
+                        now: pipeline.now,
+                        at_capture_end: false,
+                    };
+                    pipeline.detectors.on_unmatched_too_big(&msg, at, &ctx);
                 }
                 return;
             }

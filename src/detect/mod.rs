@@ -146,36 +146,163 @@ impl Findings {
     }
 }
 
-/// Every detector of a capture, with the state the ones that compare connections keep.
+/// What the detectors are told, in capture order: typed facts, never report JSON.
+pub enum Event<'a> {
+    /// An HTTP transaction completed, or HTTP framing found a flaw outside any open
+    /// transaction, on a connection still open.
+    Http {
+        conn: &'a ConnRef,
+        event: HttpEvent<'a>,
+    },
+    /// An ICMP too-big message about a packet of no connection in the capture.
+    UnmatchedTooBig { msg: &'a TooBig, at: Seen },
+    /// A connection ended (closed and lingered, idle, evicted, or the capture ended), with what
+    /// its protocol analyzers still hold: open transactions, half-framed messages, the TLS
+    /// handshake.
+    ConnectionFinalized {
+        conn: &'a Connection,
+        http: Option<&'a HttpConn>,
+        tls: Option<&'a TlsConn>,
+    },
+}
+
+/// One detector: it judges the events it cares about and keeps only what it needs to compare
+/// connections (a count per server, a few frames), never the traffic.
+pub trait Detector {
+    fn on_event(&mut self, event: &Event<'_>, ctx: &Context<'_>, out: &mut Findings);
+    /// The capture ended: findings that compare connections.
+    fn finish(&mut self, _ctx: &Context<'_>, _out: &mut Findings) {}
+}
+
+/// Detectors that judge one connection at a time and keep nothing.
+struct Handshake;
+struct Reset;
+struct Http;
+struct Transport;
+
+impl Detector for Handshake {
+    fn on_event(&mut self, event: &Event<'_>, ctx: &Context<'_>, out: &mut Findings) {
+        if let Event::ConnectionFinalized { conn, .. } = event {
+            handshake::detect(conn, ctx, out);
+        }
+    }
+}
+
+impl Detector for Reset {
+    fn on_event(&mut self, event: &Event<'_>, ctx: &Context<'_>, out: &mut Findings) {
+        if let Event::ConnectionFinalized { conn, http, .. } = event {
+            reset::detect(conn, http.filter(|h| h.is_http()), ctx, out);
+        }
+    }
+}
+
+impl Detector for Http {
+    fn on_event(&mut self, event: &Event<'_>, ctx: &Context<'_>, out: &mut Findings) {
+        match event {
+            Event::Http { conn, event } => {
+                let subject = Subject::open(conn);
+                match event {
+                    HttpEvent::Done(txn) => http::on_transaction(&subject, txn, ctx, out),
+                    HttpEvent::Flaw { flaw, last } => {
+                        http::on_flaw(&subject, flaw, *last, ctx, out)
+                    }
+                }
+            }
+            Event::ConnectionFinalized {
+                conn,
+                http: Some(h),
+                ..
+            } if h.is_http() || h.transactions > 0 => http::on_connection(conn, h, ctx, out),
+            _ => {}
+        }
+    }
+}
+
+impl Detector for Transport {
+    fn on_event(&mut self, event: &Event<'_>, ctx: &Context<'_>, out: &mut Findings) {
+        if let Event::ConnectionFinalized { conn, .. } = event {
+            transport::detect(conn, ctx, out);
+        }
+    }
+}
+
+impl Detector for tls::TlsFindings {
+    fn on_event(&mut self, event: &Event<'_>, ctx: &Context<'_>, out: &mut Findings) {
+        if let Event::ConnectionFinalized {
+            conn, tls: Some(t), ..
+        } = event
+        {
+            self.on_connection(conn, t, ctx, out);
+        }
+    }
+
+    fn finish(&mut self, _ctx: &Context<'_>, out: &mut Findings) {
+        std::mem::take(self).finish(out);
+    }
+}
+
+impl Detector for accept_queue::AcceptQueue {
+    fn on_event(&mut self, event: &Event<'_>, ctx: &Context<'_>, _out: &mut Findings) {
+        if let Event::ConnectionFinalized { conn, .. } = event {
+            self.on_connection(conn, ctx);
+        }
+    }
+
+    fn finish(&mut self, _ctx: &Context<'_>, out: &mut Findings) {
+        std::mem::take(self).finish(out);
+    }
+}
+
+impl Detector for icmp::Unmatched {
+    fn on_event(&mut self, event: &Event<'_>, _ctx: &Context<'_>, _out: &mut Findings) {
+        if let Event::UnmatchedTooBig { msg, at } = event {
+            self.note(msg, *at);
+        }
+    }
+
+    fn finish(&mut self, ctx: &Context<'_>, out: &mut Findings) {
+        std::mem::take(self).finish(ctx, out);
+    }
+}
+
+/// Every detector of a capture, and the findings they made.
 pub struct Detectors {
     pub findings: Findings,
-    accept_queue: accept_queue::AcceptQueue,
-    icmp: icmp::Unmatched,
-    tls: tls::TlsFindings,
+    /// In the order their findings are listed when they share a first frame.
+    detectors: Vec<Box<dyn Detector>>,
 }
 
 impl Detectors {
     pub fn new(max_findings_per_group: u32) -> Detectors {
         Detectors {
             findings: Findings::new(max_findings_per_group),
-            accept_queue: accept_queue::AcceptQueue::default(),
-            icmp: icmp::Unmatched::default(),
-            tls: tls::TlsFindings::default(),
+            detectors: vec![
+                Box::new(tls::TlsFindings::default()),
+                Box::new(Handshake),
+                Box::new(Reset),
+                Box::new(Http),
+                Box::new(Transport),
+                Box::new(accept_queue::AcceptQueue::default()),
+                Box::new(icmp::Unmatched::default()),
+            ],
+        }
+    }
+
+    pub fn on_event(&mut self, event: Event<'_>, ctx: &Context<'_>) {
+        if let Event::ConnectionFinalized { conn, .. } = &event {
+            self.findings.settle(conn);
+        }
+        for d in &mut self.detectors {
+            d.on_event(&event, ctx, &mut self.findings);
         }
     }
 
     /// An HTTP transaction completed, or framing found a flaw, on a connection still open.
     pub fn on_http(&mut self, conn: &ConnRef, event: HttpEvent<'_>, ctx: &Context<'_>) {
-        let subject = Subject::open(conn);
-        match event {
-            HttpEvent::Done(txn) => http::on_transaction(&subject, txn, ctx, &mut self.findings),
-            HttpEvent::Flaw { flaw, last } => {
-                http::on_flaw(&subject, flaw, last, ctx, &mut self.findings)
-            }
-        }
+        self.on_event(Event::Http { conn, event }, ctx);
     }
 
-    /// Runs every connection detector on a finalized connection and what HTTP it carried.
+    /// A finalized connection and what its protocol analyzers hold.
     pub fn on_connection(
         &mut self,
         conn: &Connection,
@@ -183,28 +310,18 @@ impl Detectors {
         tls: Option<&TlsConn>,
         ctx: &Context<'_>,
     ) {
-        self.findings.settle(conn);
-        if let Some(t) = tls {
-            self.tls.on_connection(conn, t, ctx, &mut self.findings);
-        }
-        handshake::detect(conn, ctx, &mut self.findings);
-        reset::detect(conn, http.filter(|h| h.is_http()), ctx, &mut self.findings);
-        if let Some(h) = http.filter(|h| h.is_http() || h.transactions > 0) {
-            http::on_connection(conn, h, ctx, &mut self.findings);
-        }
-        transport::detect(conn, ctx, &mut self.findings);
-        self.accept_queue.on_connection(conn, ctx);
+        self.on_event(Event::ConnectionFinalized { conn, http, tls }, ctx);
     }
 
     /// An ICMP too-big message about a packet of no connection in the capture.
-    pub fn on_unmatched_too_big(&mut self, msg: &TooBig, at: Seen) {
-        self.icmp.note(msg, at);
+    pub fn on_unmatched_too_big(&mut self, msg: &TooBig, at: Seen, ctx: &Context<'_>) {
+        self.on_event(Event::UnmatchedTooBig { msg, at }, ctx);
     }
 
     pub fn finish(mut self, ctx: &Context<'_>) -> Findings {
-        self.accept_queue.finish(&mut self.findings);
-        self.icmp.finish(ctx, &mut self.findings);
-        self.tls.finish(&mut self.findings);
+        for d in &mut self.detectors {
+            d.finish(ctx, &mut self.findings);
+        }
         self.findings
     }
 }
