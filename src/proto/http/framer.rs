@@ -97,7 +97,7 @@ pub enum Message {
     Request {
         seq: u64,
         start: Seen,
-        head: Option<Box<RequestHead>>,
+        head: Option<RequestHead>,
         head_len: usize,
         done: Option<Seen>,
         /// The answer to this request began before its head was captured (see
@@ -116,7 +116,7 @@ pub enum Message {
     Response {
         seq: Option<u64>,
         start: Seen,
-        head: Box<ResponseHead>,
+        head: ResponseHead,
         until_close: bool,
         done: Option<Seen>,
         /// 101 Switching Protocols or a CONNECT tunnel: the rest is not HTTP.
@@ -903,7 +903,7 @@ impl Framer {
         out.push(Message::Request {
             seq,
             start,
-            head: Some(Box::new(request)),
+            head: Some(request),
             head_len: line_end,
             done: Some(at),
             joins_answer,
@@ -1085,7 +1085,7 @@ impl Framer {
         out.push(Message::Request {
             seq,
             start,
-            head: Some(Box::new(r)),
+            head: Some(r),
             head_len,
             done: (!has_body).then_some(at),
             joins_answer,
@@ -1148,7 +1148,7 @@ impl Framer {
                     out.push(Message::Response {
                         seq: Some(w.seq),
                         start: at,
-                        head: Box::new(ResponseHead::simple()),
+                        head: ResponseHead::simple(),
                         until_close: true,
                         done: None,
                         tunnel: false,
@@ -1353,7 +1353,7 @@ impl Framer {
         out.push(Message::Response {
             seq,
             start,
-            head: Box::new(r),
+            head: r,
             until_close,
             done: body.is_none().then_some(at),
             tunnel,

@@ -178,39 +178,84 @@ impl ResponseHead {
 }
 
 fn framing(headers: &[Header<'_>]) -> Framing {
-    let mut lengths: Vec<String> = Vec::new();
-    let mut te: Vec<String> = Vec::new();
+    // The common head has one Content-Length or none and one coding: read them without
+    // allocating; lists are built only for the rare head that needs reporting.
+    let mut length: Option<Result<u64, ()>> = None;
+    let mut conflicting = false;
+    let mut te_seen = false;
+    let mut last_coding_chunked = false;
     let mut connection_close = false;
     for h in headers {
-        let value = String::from_utf8_lossy(h.value);
         if h.name.eq_ignore_ascii_case("content-length") {
-            lengths.extend(value.split(',').map(|v| v.trim().to_string()));
+            for v in h.value.split(|&b| b == b',') {
+                let parsed = parse_length_bytes(trim_bytes(v)).ok_or(());
+                match length {
+                    None => length = Some(parsed),
+                    Some(prev) if prev != parsed => conflicting = true,
+                    Some(_) => {}
+                }
+                if parsed.is_err() {
+                    length = Some(Err(()));
+                }
+            }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            te.extend(value.split(',').map(|v| v.trim().to_ascii_lowercase()));
+            te_seen = true;
+            if let Some(last) = h.value.rsplit(|&b| b == b',').map(trim_bytes).next() {
+                last_coding_chunked = last.eq_ignore_ascii_case(b"chunked");
+            }
         } else if h.name.eq_ignore_ascii_case("connection") {
-            connection_close |= value
-                .split(',')
-                .any(|v| v.trim().eq_ignore_ascii_case("close"));
+            connection_close |= h
+                .value
+                .split(|&b| b == b',')
+                .any(|v| trim_bytes(v).eq_ignore_ascii_case(b"close"));
         }
     }
-    let content_length = if lengths.is_empty() {
-        ContentLength::Absent
-    } else if let Some(bad) = lengths.iter().find(|v| parse_length(v).is_none()) {
-        ContentLength::Invalid(bad.chars().take(40).collect())
-    } else if lengths
-        .iter()
-        .any(|v| parse_length(v) != parse_length(&lengths[0]))
-    {
-        ContentLength::Conflicting(lengths.iter().take(8).cloned().collect())
-    } else {
-        ContentLength::Valid(parse_length(&lengths[0]).unwrap_or(0))
+    let content_length = match length {
+        None => ContentLength::Absent,
+        Some(Ok(n)) if !conflicting => ContentLength::Valid(n),
+        _ => described_lengths(headers),
     };
     Framing {
         content_length,
-        chunked: te.last().is_some_and(|c| c == "chunked"),
-        transfer_encoding: !te.is_empty(),
+        chunked: te_seen && last_coding_chunked,
+        transfer_encoding: te_seen,
         connection_close,
     }
+}
+
+/// The Content-Length values of a head whose length is invalid or conflicting, for the report.
+fn described_lengths(headers: &[Header<'_>]) -> ContentLength {
+    let lengths: Vec<String> = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .flat_map(|h| {
+            String::from_utf8_lossy(h.value)
+                .split(',')
+                .map(|v| v.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if let Some(bad) = lengths.iter().find(|v| parse_length(v).is_none()) {
+        ContentLength::Invalid(bad.chars().take(40).collect())
+    } else {
+        ContentLength::Conflicting(lengths.iter().take(8).cloned().collect())
+    }
+}
+
+fn trim_bytes(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+fn parse_length_bytes(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok().and_then(parse_length)
 }
 
 /// RFC 9110 §8.6: one or more digits, nothing else. Values beyond 2^63 are treated as invalid.

@@ -330,7 +330,7 @@ impl HttpConn {
                         t.upgrade = h.upgrade;
                         t.alb_trace_headers = h.alb_trace_headers;
                         t.alb_trace_repeated = h.alb_trace_repeated;
-                        let h = *h;
+
                         t.line = Some(RequestLine {
                             method: h.method,
                             target: h.target,
@@ -387,7 +387,7 @@ impl HttpConn {
                     }
                 };
                 let t = &mut self.open[i];
-                let head = *head;
+
                 t.status = (head.version != 9).then_some(head.status);
                 t.reason = head.reason;
                 t.response = Some(start);
