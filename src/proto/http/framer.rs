@@ -171,7 +171,6 @@ struct Direction {
     head_offset: u64,
     /// (position in `head`, frame) for each segment that contributed to the head.
     head_frames: Vec<(usize, Seen)>,
-    scanned: usize,
     /// The message being framed began right after a resync: a head that does not parse is a
     /// false start, not a malformed message.
     after_resync: bool,
@@ -193,7 +192,6 @@ impl Direction {
             head_start: None,
             head_offset: 0,
             head_frames: Vec::new(),
-            scanned: 0,
             after_resync: !start_captured,
             body_count: 0,
             body_declared: None,
@@ -205,7 +203,6 @@ impl Direction {
         self.head.clear();
         self.head_frames.clear();
         self.head_start = None;
-        self.scanned = 0;
     }
 
     fn lose(&mut self) {
@@ -310,6 +307,29 @@ pub struct Framer {
 /// one it answers. Capture queues reorder by microseconds; a request sent a human moment after
 /// an unsolicited answer (an idle-timeout 408) is a new request.
 const JOIN_WINDOW: crate::capture::Duration = crate::capture::Duration::from_millis(10);
+
+/// Where a head's blank line ends in `data`, the bytes after `buffered` (the head so far):
+/// just past `\n\n` or `\n\r\n`, which may start in the buffered bytes.
+fn head_end(buffered: &[u8], data: &[u8]) -> Option<usize> {
+    let before = |i: usize, back: usize| -> Option<u8> {
+        if i >= back {
+            Some(data[i - back])
+        } else {
+            buffered.len().checked_sub(back - i).map(|j| buffered[j])
+        }
+    };
+    let mut from = 0;
+    while let Some(p) = data[from..].iter().position(|&b| b == b'\n') {
+        let i = from + p;
+        match before(i, 1) {
+            Some(b'\n') => return Some(i + 1),
+            Some(b'\r') if before(i, 2) == Some(b'\n') => return Some(i + 1),
+            _ => {}
+        }
+        from = i + 1;
+    }
+    None
+}
 
 fn looks_like_method(data: &[u8]) -> bool {
     let token_len = data.iter().take_while(|b| b.is_ascii_uppercase()).count();
@@ -572,22 +592,16 @@ impl Framer {
             dir.head_frames.push((dir.head.len(), at));
         }
         let before = dir.head.len();
-        let take = data.len().min(max_head - before);
+        // Only the head is copied, never the body behind it in the same segment.
+        let end_in_data = head_end(&dir.head, data);
+        let take = end_in_data
+            .unwrap_or(data.len())
+            .min(data.len())
+            .min(max_head - before);
         dir.head.extend_from_slice(&data[..take]);
-        let from_pos = dir.scanned.saturating_sub(3);
-        let found = dir.head[from_pos..]
-            .windows(2)
-            .enumerate()
-            .find_map(|(i, w)| {
-                let p = from_pos + i;
-                (w == b"\n\n").then_some(p + 2).or_else(|| {
-                    (w == b"\n\r" && dir.head.get(p + 2) == Some(&b'\n')).then_some(p + 3)
-                })
-            });
-        dir.scanned = dir.head.len();
-        match found {
-            Some(end) => (Some(end), end - before),
-            None => (None, take),
+        match end_in_data {
+            Some(end) if end <= take => (Some(before + end), end),
+            _ => (None, take),
         }
     }
 
@@ -1377,5 +1391,20 @@ impl Framer {
                 self.resp.mode = Mode::Body(b);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::head_end;
+
+    #[test]
+    fn test_head_end_across_segments() {
+        assert_eq!(head_end(b"", b"GET / HTTP/1.1\r\n\r\nbody"), Some(18));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n", b"\r\nbody"), Some(2));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r", b"\nbody"), Some(1));
+        assert_eq!(head_end(b"GET / HTTP/1.1\n", b"\nx"), Some(1));
+        assert_eq!(head_end(b"", b"GET / HTTP/1.1\r\nHost: x\r\n"), None);
+        assert_eq!(head_end(b"", b"\n"), None);
     }
 }

@@ -2,7 +2,8 @@
 //! that decide framing and the balancer-specific ones are read. When httparse rejects a head,
 //! we find the line it choked on so the report can point at the byte.
 
-use httparse::{EMPTY_HEADER, Header, Status};
+use httparse::{Header, Status};
+use std::mem::MaybeUninit;
 
 /// More header fields than this in one head is itself a malformed message.
 const MAX_HEADERS: usize = 128;
@@ -134,6 +135,14 @@ impl std::fmt::Display for HeadProblem {
 
 pub const TARGET_KEPT: usize = 256;
 
+/// The first `n` characters of `s`, without walking it char by char when it is short.
+fn prefix(s: &str, n: usize) -> &str {
+    if s.len() <= n {
+        return s;
+    }
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
+}
+
 impl Framing {
     fn none() -> Framing {
         Framing {
@@ -149,8 +158,8 @@ impl RequestHead {
     /// An HTTP/0.9 request: a method and a target, nothing else.
     pub fn simple(method: &str, target: &str, head_len: usize) -> RequestHead {
         RequestHead {
-            method: method.chars().take(32).collect(),
-            target: target.chars().take(TARGET_KEPT).collect(),
+            method: prefix(method, 32).to_string(),
+            target: prefix(target, TARGET_KEPT).to_string(),
             target_len: target.len(),
             version: 9,
             head_len,
@@ -267,9 +276,11 @@ fn parse_length(v: &str) -> Option<u64> {
 }
 
 pub fn parse_request(head: &[u8]) -> Result<RequestHead, HeadError> {
-    let mut headers = [EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
+    // Uninitialised: a head is parsed per request, and zeroing 128 slots each time costs more
+    // than parsing a small head.
+    let mut headers = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, &mut headers) {
         Ok(Status::Complete(head_len)) => {
             let target = req.path.unwrap_or("");
             let mut alb_values: Vec<&[u8]> = Vec::new();
@@ -288,8 +299,8 @@ pub fn parse_request(head: &[u8]) -> Result<RequestHead, HeadError> {
             sorted.sort_unstable();
             let repeated = sorted.windows(2).any(|w| w[0] == w[1]);
             Ok(RequestHead {
-                method: req.method.unwrap_or("").chars().take(32).collect(),
-                target: target.chars().take(TARGET_KEPT).collect(),
+                method: prefix(req.method.unwrap_or(""), 32).to_string(),
+                target: prefix(target, TARGET_KEPT).to_string(),
                 target_len: target.len(),
                 version: req.version.unwrap_or(1),
                 head_len,
@@ -309,9 +320,13 @@ pub fn parse_request(head: &[u8]) -> Result<RequestHead, HeadError> {
 }
 
 pub fn parse_response(head: &[u8]) -> Result<ResponseHead, HeadError> {
-    let mut headers = [EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(head) {
+    let mut headers = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        head,
+        &mut headers,
+    ) {
         Ok(Status::Complete(head_len)) => {
             let qps_limited = resp.headers.iter().any(|h| {
                 h.name.eq_ignore_ascii_case("alb-qps-limited")
@@ -321,7 +336,7 @@ pub fn parse_response(head: &[u8]) -> Result<ResponseHead, HeadError> {
             });
             Ok(ResponseHead {
                 status: resp.code.unwrap_or(0),
-                reason: resp.reason.unwrap_or("").chars().take(80).collect(),
+                reason: prefix(resp.reason.unwrap_or(""), 80).to_string(),
                 version: resp.version.unwrap_or(1),
                 head_len,
                 framing: framing(resp.headers),
