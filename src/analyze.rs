@@ -432,12 +432,21 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
             ),
         );
     }
-    if table.budget.exhausted > 0 {
+    let over_budget = table.budget.exhausted - table.budget.too_many_holes;
+    if over_budget > 0 {
         warnings.push(
             None,
             format!(
-                "out-of-order buffer limit reached {} time(s) (--max-ooo-per-conn / --max-ooo-total); holes were given up as gaps",
-                table.budget.exhausted
+                "out-of-order buffer limit reached {over_budget} time(s) (--max-ooo-per-conn / --max-ooo-total); holes were given up as gaps and the bytes held behind them analyzed"
+            ),
+        );
+    }
+    if table.budget.too_many_holes > 0 {
+        warnings.push(
+            None,
+            format!(
+                "{} hole(s) given up as gaps because a direction had more holes at once than are tracked (32): a capture missing many segments, or segments far out of order",
+                table.budget.too_many_holes
             ),
         );
     }
