@@ -70,6 +70,9 @@ pub struct Context<'a> {
     pub at_capture_end: bool,
 }
 
+/// Findings listed per capture, at most; the rest are counted in the summary.
+const MAX_LISTED: usize = 20_000;
+
 /// Collects findings, keeping at most `max_per_group` per kind and server so a flood of the
 /// same failure stays readable and bounded; the rest are counted.
 pub struct Findings {
@@ -110,6 +113,10 @@ impl Findings {
     /// Whether a finding of this kind about this server would still be listed; detectors ask
     /// first so a flood of the same failure costs a counter, not a finding built and dropped.
     pub fn accepts(&mut self, kind: Kind, server: SocketAddr) -> bool {
+        if self.list.len() >= MAX_LISTED {
+            self.suppressed += 1;
+            return false;
+        }
         let key = (kind, server.to_string());
         match self.per_group.get(&key) {
             Some(n) if *n >= self.max_per_group => {
@@ -127,6 +134,12 @@ impl Findings {
 
     /// Pushes a finding; `open` names the connection when it has not ended yet.
     fn push_about(&mut self, f: Finding, open: Option<u64>) {
+        // The per-group cap bounds one failure repeated; this bounds a capture that fails
+        // against many servers at once (a scan): memory must not follow the capture's length.
+        if self.list.len() >= MAX_LISTED {
+            self.suppressed += 1;
+            return;
+        }
         let n = self
             .per_group
             .entry((f.kind, f.flow.server.clone()))
