@@ -100,6 +100,9 @@ fn count(slot: &mut (u64, u64), frame: u64) {
     slot.0 += 1;
 }
 
+/// Connections whose TLS stopped parsing that are named in the warnings, at most.
+const MAX_NOT_TLS_LISTED: usize = 20;
+
 /// Transactions listed in a report (`--transactions`), over all connections of a capture. Only
 /// the listing is capped: every transaction is analyzed.
 const MAX_REPORTED_TRANSACTIONS: usize = 10_000;
@@ -253,6 +256,7 @@ impl FlowObserver for Pipeline<'_> {
             .on_connection(&conn, http, app.as_ref().and_then(App::tls), &ctx);
         if let Some(tls) = app.as_ref().and_then(App::tls)
             && let Some(why) = &tls.not_tls
+            && self.not_tls.len() < MAX_NOT_TLS_LISTED
         {
             self.not_tls.push((conn.first.frame, why.clone()));
         }
@@ -390,7 +394,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
             ),
         );
     }
-    for (frame, why) in not_tls.iter().take(20) {
+    for (frame, why) in &not_tls {
         warnings.push(Some(*frame), why.clone());
     }
     if resynced_connections > 0 {
