@@ -1,7 +1,8 @@
 //! Runs every capture of `../shared/corpus` (public captures from other projects) through the
 //! analyzer: no panic, no hang, and exit 2 only on files MANIFEST.tsv calls corrupt. For the
 //! kinds lbdiag implements, the findings MANIFEST.tsv expects must appear.
-//! Skips with a message when the corpus is not beside the clone.
+//! Skips with a message when the corpus is not beside the clone, except under `CI=true`, where
+//! a missing corpus fails the test.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -52,6 +53,14 @@ const IMPLEMENTED: &[&str] = &[
 fn corpus_is_analyzed_without_panic_or_hang() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
     let Ok(manifest) = std::fs::read_to_string(dir.join("MANIFEST.tsv")) else {
+        // CI puts the corpus beside the clone: there, a missing corpus is a broken setup, not
+        // a pass.
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI=true but no corpus at {}",
+            dir.display()
+        );
         println!("skipped: no corpus at {}", dir.display());
         return;
     };
