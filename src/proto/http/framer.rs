@@ -629,7 +629,7 @@ impl Framer {
                 .match_indices('\n')
                 .nth(lines_before.wrapping_sub(1))
                 .map_or(if lines_before == 0 { 0 } else { before }, |(i, _)| i + 1);
-            text[start.min(text.len())..].to_string()
+            text.get(start..).unwrap_or_default().to_string()
         };
         head::excerpt(shown.as_bytes(), 120)
     }
