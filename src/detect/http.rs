@@ -880,8 +880,9 @@ mod test {
     use crate::capture::Timestamp;
     use crate::detect::Thresholds;
     use crate::flow::ConnRef;
-    use crate::proto::http::test::{Step, feed};
+    use crate::proto::http::test::{CONVERSATION, Step, feed, interleave};
     use crate::proto::http::{HttpEvent, HttpLimits};
+    use proptest::prelude::*;
 
     /// The kinds the HTTP policy finds in a conversation with a server on `port`, judging
     /// transactions as they complete (the connection's end is not part of this).
@@ -999,6 +1000,20 @@ mod test {
                 ),
                 vec![Kind::MalformedRequest, Kind::ErrorStatus]
             );
+        }
+    }
+
+    proptest! {
+        /// However the capture cut and interleaved the two streams, the findings are the same.
+        #[test]
+        fn prop_split_and_interleaved_conversation_same_findings(
+            cuts in proptest::collection::vec(0usize..120, 0..10),
+            order in proptest::collection::vec(any::<bool>(), 0..60),
+        ) {
+            let plain = kinds(80, &interleave(CONVERSATION, &[], &[]));
+            let mixed = kinds(80, &interleave(CONVERSATION, &cuts, &order));
+            prop_assert_eq!(&plain, &mixed);
+            prop_assert_eq!(plain, vec![Kind::ConflictingContentLength, Kind::ErrorStatus]);
         }
     }
 }

@@ -163,7 +163,11 @@ fn test_healthy_keepalive_pipelined_head_continue_chunked_304() {
 
 /// Splits each stream at `cuts` and merges the pieces in the order `order` picks, never
 /// delivering a response piece before the request it answers has fully arrived.
-fn interleaved(exchanges: &[(&[u8], &[u8])], cuts: &[usize], order: &[bool]) -> Outcome {
+pub(crate) fn interleave(
+    exchanges: &[(&[u8], &[u8])],
+    cuts: &[usize],
+    order: &[bool],
+) -> Vec<Step<'static>> {
     let piece = |bytes: &'static [u8], salt: usize| -> Vec<&'static [u8]> {
         let mut at: Vec<usize> = cuts
             .iter()
@@ -199,10 +203,14 @@ fn interleaved(exchanges: &[(&[u8], &[u8])], cuts: &[usize], order: &[bool]) -> 
             si += 1;
         }
     }
-    script(&steps)
+    steps
 }
 
-const CONVERSATION: &[(&[u8], &[u8])] = &[
+fn interleaved(exchanges: &[(&[u8], &[u8])], cuts: &[usize], order: &[bool]) -> Outcome {
+    script(&interleave(exchanges, cuts, order))
+}
+
+pub(crate) const CONVERSATION: &[(&[u8], &[u8])] = &[
     (
         b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
