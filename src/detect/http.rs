@@ -4,8 +4,8 @@
 
 use super::{Context, Draft, Findings, Subject, cause};
 use crate::flow::{Connection, Role, Seen};
-use crate::proto::http::{Flaw, FlawAt, HttpConn, InProgress, Transaction};
-use crate::report::{Cause, Kind, Severity};
+use crate::proto::http::{Flaw, FlawAt, HttpConn, InProgress, RequestLine, Transaction};
+use crate::report::{Actor, At, Cause, Facts, Kind, Severity};
 use serde_json::{Value, json};
 
 /// Ports where a server speaks TLS; plain HTTP sent there gets a 400 from the balancer.
@@ -16,6 +16,36 @@ const MAX_ALB_TRACE_HEADERS: usize = 16;
 
 /// The status a finding explains, a headline, why, and what to do.
 type Explained = (u16, &'static str, String, Vec<String>);
+
+/// The typed facts of a finding about `txn`, done by `by`.
+fn facts_of(txn: Option<&Transaction>, by: Option<Actor>) -> impl FnOnce(&mut Facts) + '_ {
+    move |f: &mut Facts| {
+        f.by = by;
+        let Some(t) = txn else { return };
+        f.request = Some(t.request_line());
+        f.request_key = t.line.as_ref().map(request_key);
+        f.request_at = t.request.map(at);
+        f.response_at = t.response.map(at);
+        f.status = t.status;
+    }
+}
+
+fn at(s: Seen) -> At {
+    At {
+        frame: s.frame,
+        ts: s.ts,
+    }
+}
+
+/// A fingerprint of a request line that is the same on both legs of a balancer, and keeps no
+/// secret: the target is hashed, not stored.
+pub fn request_key(line: &RequestLine) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    line.method.hash(&mut h);
+    line.target.hash(&mut h);
+    h.finish()
+}
 
 /// The request and response a finding is about, for the report and the text view.
 fn transaction_evidence(txn: Option<&Transaction>, evidence: &mut Value) {
@@ -231,7 +261,8 @@ fn flaw(
             evidence,
             causes: vec![cause(status, None, explanation, &steps)],
         }
-        .finish_for(subject, ctx),
+        .finish_for(subject, ctx)
+        .with(facts_of(txn, None)),
     );
 }
 
@@ -359,7 +390,8 @@ fn request_policy(subject: &Subject, txn: &Transaction, ctx: &Context<'_>, out: 
                 evidence,
                 causes: vec![cause(status, None, explanation, &steps)],
             }
-            .finish_for(subject, ctx),
+            .finish_for(subject, ctx)
+            .with(facts_of(Some(txn), None)),
         );
     }
 }
@@ -399,7 +431,8 @@ fn response(subject: &Subject, txn: &Transaction, ctx: &Context<'_>, out: &mut F
                     ],
                 )],
             }
-            .finish_for(subject, ctx),
+            .finish_for(subject, ctx)
+            .with(facts_of(Some(txn), None)),
         );
     }
     if status >= 400 && out.accepts(Kind::ErrorStatus, subject.server) {
@@ -424,7 +457,8 @@ fn response(subject: &Subject, txn: &Transaction, ctx: &Context<'_>, out: &mut F
                     next_steps: vec![format!("Read {}'s access and error logs for this request at {}.", subject.server, response.ts.rfc3339())],
                 }],
             }
-            .finish_for(subject, ctx),
+            .finish_for(subject, ctx)
+            .with(facts_of(Some(txn), None)),
         );
     }
     if let (Some(done), Some(first)) = (txn.request_complete, txn.response) {
@@ -458,7 +492,8 @@ fn response(subject: &Subject, txn: &Transaction, ctx: &Context<'_>, out: &mut F
                         ],
                     )],
                 }
-                .finish_for(subject, ctx),
+                .finish_for(subject, ctx)
+            .with(facts_of(Some(txn), None)),
             );
         }
     }
@@ -592,7 +627,8 @@ fn ending(
                     evidence,
                     causes: vec![cause(status, None, explanation.into(), &["Capture on the client to see why it stops sending (a slow uploader, a crash, a timeout shorter than the upload).".into()])],
                 }
-                .finish(conn, ctx),
+                .finish_for(&Subject::of(conn), ctx)
+            .with(facts_of(txn, Some(Actor::Client))),
             );
         }
     }
@@ -646,7 +682,8 @@ fn ending(
                                     cause(500, None, "When the balancer had already passed part of the response on, the client sees a cut or 500 response.".into(), &[]),
                                 ],
                             }
-                            .finish(conn, ctx),
+                            .finish_for(&Subject::of(conn), ctx)
+            .with(facts_of(txn, Some(Actor::Server))),
                         );
                     }
                 }
@@ -761,7 +798,8 @@ fn ending(
                             cause(499, None, "If the client gives up first, the balancer logs 499.".into(), &[]),
                         ],
                     }
-                    .finish_for(subject, ctx),
+                    .finish_for(subject, ctx)
+            .with(facts_of(Some(txn), None)),
                 );
             }
         }
@@ -811,7 +849,8 @@ fn closed_before_response(
                 ],
             )],
         }
-        .finish(conn, ctx),
+        .finish_for(&Subject::of(conn), ctx)
+            .with(facts_of(Some(txn), Some(Actor::Server))),
     );
 }
 
@@ -870,7 +909,8 @@ fn client_closed(
                 ],
             )],
         }
-        .finish(conn, ctx),
+        .finish_for(&Subject::of(conn), ctx)
+            .with(facts_of(txn, Some(Actor::Client))),
     );
 }
 

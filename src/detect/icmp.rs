@@ -4,7 +4,7 @@
 use super::{Context, Findings, cause};
 use crate::decode::TooBig;
 use crate::flow::{FrameList, Seen};
-use crate::report::{Finding, Flow, Kind, Severity};
+use crate::report::{At, Facts, Finding, Flow, Kind, Severity};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,6 +31,13 @@ impl Unmatched {
             let ip = if sender.is_ipv4() { "ip" } else { "ipv6" };
             let icmp = if sender.is_ipv4() { "icmp" } else { "icmpv6" };
             out.push(Finding {
+                facts: Facts {
+                    at: At {
+                        frame: first.frame,
+                        ts: first.ts,
+                    },
+                    ..Facts::default()
+                },
                 kind: Kind::IcmpFragNeeded,
                 severity: Severity::Info,
                 capture: ctx.capture.to_string(),

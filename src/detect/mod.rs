@@ -14,7 +14,7 @@ use crate::decode::TooBig;
 use crate::flow::{ConnRef, Connection, RoleSource, Seen};
 use crate::proto::http::{HttpConn, HttpEvent};
 use crate::proto::tls::TlsConn;
-use crate::report::{Cause, Finding, Flow, Kind, Severity};
+use crate::report::{At, Cause, Facts, Finding, Flow, Kind, Severity};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -438,8 +438,16 @@ fn connection_notes(
 
 /// A finding made, with the connection it is about.
 pub(crate) struct Made {
-    finding: Finding,
+    pub finding: Finding,
     open: Option<u64>,
+}
+
+impl Made {
+    /// Adds what the detector knows as typed facts; the evidence keeps its words for people.
+    pub fn with(mut self, fill: impl FnOnce(&mut Facts)) -> Made {
+        fill(&mut self.finding.facts);
+        self
+    }
 }
 
 impl From<Finding> for Made {
@@ -460,6 +468,7 @@ impl Draft {
         let mut packets = self.packets;
         packets.sort_unstable();
         packets.dedup();
+        let packets_first = packets.first().copied().unwrap_or_default();
         let mut evidence = match self.evidence {
             serde_json::Value::Object(map) => map,
             _ => serde_json::Map::new(),
@@ -480,6 +489,13 @@ impl Draft {
                 summary: self.summary,
                 evidence,
                 causes: self.causes,
+                facts: Facts {
+                    at: At {
+                        frame: packets_first,
+                        ts: self.first_ts,
+                    },
+                    ..Facts::default()
+                },
             },
             open: subject.last_frame.is_none().then_some(subject.serial),
         }

@@ -202,11 +202,10 @@ fn render_finding(f: &Finding, style: Style, w: &mut dyn Write) -> io::Result<()
         f.time
     )?;
     writeln!(w, "    {}", terminal_safe(&f.summary))?;
-    if let Some(request) = f.evidence.get("request").and_then(|v| v.as_str()) {
+    if let Some(request) = &f.facts.request {
         let status = f
-            .evidence
-            .get("status")
-            .and_then(|v| v.as_u64())
+            .facts
+            .status
             .map_or("no response".to_string(), |s| s.to_string());
         writeln!(w, "    Request: {} -> {status}", terminal_safe(request))?;
     }

@@ -5,6 +5,7 @@ mod kind;
 
 pub use kind::Kind;
 
+use crate::capture::Timestamp;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -165,6 +166,67 @@ pub struct Cause {
     pub next_steps: Vec<String>,
 }
 
+/// A side of a connection, as facts name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Actor {
+    Client,
+    Server,
+}
+
+impl Actor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Actor::Client => "client",
+            Actor::Server => "server",
+        }
+    }
+}
+
+/// A frame and its capture time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct At {
+    pub frame: u64,
+    pub ts: Timestamp,
+}
+
+/// What a finding is about, typed: the verdict, the renderers and the links between the legs
+/// of a balancer read these, never the evidence JSON (which is serialized from them, plus
+/// detail for people). Detectors fill what they know.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Facts {
+    /// First evidence frame and time.
+    pub at: At,
+    /// Who acted: the side that reset or closed.
+    pub by: Option<Actor>,
+    /// The side that stopped reading (zero window).
+    pub receiver: Option<Actor>,
+    /// `METHOD target`, redacted.
+    pub request: Option<String>,
+    /// A fingerprint of the method and the unredacted target, to recognise the same request on
+    /// the two legs of a balancer without keeping it.
+    pub request_key: Option<u64>,
+    pub request_at: Option<At>,
+    pub response_at: Option<At>,
+    pub status: Option<u16>,
+    pub retransmission_rate: Option<f64>,
+    pub rtt_ms: Option<f64>,
+    pub longest_stall_ms: Option<f64>,
+    pub unacknowledged_ip_len: Option<u32>,
+    pub sni: Option<String>,
+    pub alert: Option<String>,
+}
+
+/// Which leg of a balancer a finding is on, in a capture that holds both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Leg {
+    /// Client to balancer.
+    Front,
+    /// Balancer to backend.
+    Back,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
     pub kind: Kind,
@@ -179,6 +241,8 @@ pub struct Finding {
     pub summary: String,
     pub evidence: serde_json::Map<String, serde_json::Value>,
     pub causes: Vec<Cause>,
+    #[serde(skip)]
+    pub facts: Facts,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
