@@ -177,6 +177,9 @@ pub struct Connection {
     pub reset: Option<Reset>,
     pub to_server: Side,
     pub to_client: Side,
+    /// The deadline of this connection's current entry in the flow table's timer heap; other
+    /// entries for it are stale.
+    pub(super) queued: Timestamp,
 }
 
 impl Connection {
@@ -208,6 +211,20 @@ impl Connection {
             reset: None,
             to_server: Side::default(),
             to_client: Side::default(),
+            queued: Timestamp(i64::MIN),
+        }
+    }
+
+    /// Records SYNs of the client that carried nothing else (no payload, no FIN, within the
+    /// MTU), as [`Connection::on_segment`] would: the flow table keeps half-open connections in
+    /// a compact form and rebuilds the connection from them.
+    pub(super) fn replay_syns(&mut self, isn: SeqNumber, syns: impl Iterator<Item = Seen>) {
+        for at in syns {
+            self.last = at;
+            self.syns.push(at);
+            self.client_isn.get_or_insert(isn);
+            self.to_server.stream.start_at(isn.plus(1));
+            self.to_server.packets += 1;
         }
     }
 
