@@ -274,6 +274,12 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
                 }
                 return;
             }
+            Transport::Unreachable(msg) => {
+                if msg.quoted_tcp {
+                    table.note_unreachable(&msg, at);
+                }
+                return;
+            }
             Transport::Fragment => {
                 count(&mut skipped.fragments, frame.number);
                 return;

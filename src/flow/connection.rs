@@ -42,6 +42,16 @@ pub struct Seen {
     pub ts: Timestamp,
 }
 
+impl Seen {
+    fn max_by_frame(self, other: Seen) -> Seen {
+        if other.frame > self.frame {
+            other
+        } else {
+            self
+        }
+    }
+}
+
 /// The first few frames of a repeated event; the count says how many there were in all.
 /// Small when empty: a half-open connection carries several of these.
 #[derive(Clone, Debug, Default)]
@@ -163,6 +173,9 @@ pub struct Connection {
     pub syn_acks: FrameList,
     /// The server answered a SYN with RST (no SYN-ACK yet at that point).
     pub handshake_rst: Option<Seen>,
+    /// An ICMP destination-unreachable quoting the client's SYN, before any SYN-ACK: a host,
+    /// router or firewall (iptables REJECT) refused the handshake on the server's behalf.
+    pub handshake_unreachable: Option<Unreachable>,
     pub established: bool,
     /// The SYN the first SYN-ACK answered, and the client's first ACK after it: their distance
     /// is the round trip at any vantage point on the path.
@@ -180,6 +193,32 @@ pub struct Connection {
     /// The deadline of this connection's current entry in the flow table's timer heap; other
     /// entries for it are stale.
     pub(super) queued: Timestamp,
+}
+
+/// An ICMP or ICMPv6 destination-unreachable message about one of the connection's packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unreachable {
+    pub at: Seen,
+    pub v6: bool,
+    pub icmp_type: u8,
+    pub code: u8,
+}
+
+impl Unreachable {
+    /// The message's name as the RFCs give it, e.g. "port unreachable".
+    pub fn name(&self) -> &'static str {
+        crate::decode::unreachable_name(self.v6, self.code)
+    }
+
+    /// "ICMP type 3 code 3" or "ICMPv6 type 1 code 4".
+    pub fn type_code(&self) -> String {
+        format!(
+            "{} type {} code {}",
+            if self.v6 { "ICMPv6" } else { "ICMP" },
+            self.icmp_type,
+            self.code
+        )
+    }
 }
 
 impl Connection {
@@ -201,6 +240,7 @@ impl Connection {
             syns: FrameList::default(),
             syn_acks: FrameList::default(),
             handshake_rst: None,
+            handshake_unreachable: None,
             established: false,
             rtt_syn: None,
             rtt_ack: None,
@@ -256,12 +296,28 @@ impl Connection {
     pub fn is_closed(&self) -> bool {
         self.reset.is_some()
             || self.handshake_rst.is_some()
+            || self.handshake_unreachable.is_some()
             || (self.to_server.fin.is_some() && self.to_client.fin.is_some())
     }
 
-    /// The server refused the handshake and never accepted it afterwards.
+    /// The server refused the handshake (RST, or ICMP unreachable) and never accepted it
+    /// afterwards.
     pub fn refused(&self) -> bool {
-        self.handshake_rst.is_some() && self.syn_acks.count == 0
+        (self.handshake_rst.is_some() || self.handshake_unreachable.is_some())
+            && self.syn_acks.count == 0
+    }
+
+    /// Records an ICMP destination-unreachable about a packet the client sent. Before any
+    /// SYN-ACK it refuses the handshake; later ones say nothing the TCP exchange does not.
+    pub fn on_unreachable(&mut self, about_client: bool, msg: Unreachable) {
+        if about_client
+            && self.syns.count > 0
+            && self.syn_acks.count == 0
+            && self.handshake_unreachable.is_none()
+        {
+            self.handshake_unreachable = Some(msg);
+            self.last = self.last.max_by_frame(msg.at);
+        }
     }
 
     fn side_mut(&mut self, from: Role) -> &mut Side {

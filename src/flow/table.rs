@@ -3,10 +3,10 @@
 //! follows the number of live connections, not the length of the capture.
 
 use super::SeqNumber;
-use super::connection::{ConnRef, Connection, Role, RoleSource, Seen};
+use super::connection::{ConnRef, Connection, Role, RoleSource, Seen, Unreachable};
 use super::reassembly::{Budget, StreamEvent};
 use crate::capture::{Duration, Timestamp};
-use crate::decode::TcpSegment;
+use crate::decode::{self, TcpSegment};
 use hashbrown::HashTable;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -485,6 +485,35 @@ impl FlowTable {
         }
     }
 
+    /// Records an ICMP destination-unreachable on the connection whose packet it quotes: one
+    /// about the client's SYN refuses the handshake. Returns false when no live connection
+    /// matches.
+    pub fn note_unreachable(&mut self, msg: &decode::Unreachable, at: Seen) -> bool {
+        let key = FlowKey::new(msg.quoted_src, msg.quoted_dst);
+        let Some(conn) = self.connection_mut(&key) else {
+            return false;
+        };
+        // The quoted sequence number names the packet: the SYN carries the client's ISN.
+        let about_syn = msg.quoted_src == conn.client
+            && msg
+                .quoted_seq
+                .is_none_or(|seq| Some(seq) == conn.client_isn);
+        let closed = conn.is_closed();
+        conn.on_unreachable(
+            about_syn,
+            Unreachable {
+                at,
+                v6: msg.v6,
+                icmp_type: msg.icmp_type,
+                code: msg.code,
+            },
+        );
+        if !closed && conn.is_closed() {
+            self.closed(&key);
+        }
+        true
+    }
+
     fn expire(&mut self, observer: &mut dyn FlowObserver) {
         while let Some(Reverse((when, serial, key))) = self.deadlines.peek().copied() {
             if when > self.now {
@@ -930,5 +959,84 @@ mod test {
         table.finish(&mut done);
         let serials: Vec<u64> = done.done.iter().map(|c| c.serial).collect();
         assert_eq!(serials, vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn regression_icmp_unreachable_answers_syn() {
+        let mut table = FlowTable::new(FlowLimits::default());
+        let mut done = Collect::default();
+        let c: SocketAddr = C.parse().unwrap();
+        let s: SocketAddr = S.parse().unwrap();
+        let syn = TcpSegment {
+            src_port: 40000,
+            dst_port: 80,
+            seq: SeqNumber(100),
+            ack: SeqNumber(0),
+            flags: TcpFlags(SYN),
+            window: 0,
+            payload: b"",
+            wire_payload_len: 0,
+            ip_len: 60,
+            dont_fragment: true,
+        };
+        let at = |frame: u64, secs: f64| Seen {
+            frame,
+            ts: Timestamp::from_secs_f64(secs),
+        };
+        table.on_segment(c, s, &syn, at(1, 0.0), &mut done);
+        let msg = decode::Unreachable {
+            v6: false,
+            icmp_type: 3,
+            code: 3,
+            quoted_src: c,
+            quoted_dst: s,
+            quoted_tcp: true,
+            quoted_seq: Some(SeqNumber(100)),
+        };
+        assert!(table.note_unreachable(&msg, at(2, 0.001)));
+        table.finish(&mut done);
+        let conn = &done.done[0];
+        assert!(conn.refused());
+        assert!(conn.is_closed());
+        let u = conn.handshake_unreachable.unwrap();
+        assert_eq!((u.at.frame, u.icmp_type, u.code), (2, 3, 3));
+        assert_eq!(u.name(), "port unreachable");
+    }
+
+    #[test]
+    fn test_unreachable_about_a_later_packet_is_not_a_refusal() {
+        let mut table = FlowTable::new(FlowLimits::default());
+        let mut done = Collect::default();
+        let c: SocketAddr = C.parse().unwrap();
+        let s: SocketAddr = S.parse().unwrap();
+        let syn = TcpSegment {
+            src_port: 40000,
+            dst_port: 80,
+            seq: SeqNumber(100),
+            ack: SeqNumber(0),
+            flags: TcpFlags(SYN),
+            window: 0,
+            payload: b"",
+            wire_payload_len: 0,
+            ip_len: 60,
+            dont_fragment: true,
+        };
+        let at = |frame: u64| Seen {
+            frame,
+            ts: Timestamp(frame as i64),
+        };
+        table.on_segment(c, s, &syn, at(1), &mut done);
+        let msg = decode::Unreachable {
+            v6: false,
+            icmp_type: 3,
+            code: 1,
+            quoted_src: c,
+            quoted_dst: s,
+            quoted_tcp: true,
+            quoted_seq: Some(SeqNumber(5000)),
+        };
+        table.note_unreachable(&msg, at(2));
+        table.finish(&mut done);
+        assert!(!done.done[0].refused());
     }
 }
