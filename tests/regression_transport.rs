@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ACK, PSH, SYN, pcap, tcp};
+use common::{ACK, FIN, PSH, SYN, pcap, tcp};
 use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder, icmpv4, icmpv6};
 use lbdiag::analyze::{CaptureAnalysis, Options, analyze_reader};
 use lbdiag::capture::CaptureReader;
@@ -122,4 +122,36 @@ fn regression_icmp_unreachable_after_synack_is_not_a_refusal() {
         (1.004, icmp),
     ]);
     assert!(!kinds(&a).contains(&"handshake_refused".to_string()));
+}
+
+/// SYN, SYN-ACK, then a client that repeats its SYN anyway: the server answered the first one.
+#[test]
+fn regression_syn_retransmitted_only_when_synack_follows_retransmission() {
+    let duplicated = vec![
+        (1.0, tcp(true, 1000, 0, SYN, b"")),
+        (1.001, tcp(false, 500, 1001, SYN | ACK, b"")),
+        (1.002, tcp(true, 1000, 0, SYN, b"")),
+        (1.003, tcp(false, 500, 1001, SYN | ACK, b"")),
+        (1.004, tcp(true, 1001, 501, ACK, b"")),
+        (1.005, tcp(true, 1001, 501, ACK | FIN, b"")),
+        (1.006, tcp(false, 501, 1002, ACK | FIN, b"")),
+    ];
+    let a = analyze(&duplicated);
+    assert!(
+        !kinds(&a).contains(&"syn_retransmitted".to_string()),
+        "{:?}",
+        kinds(&a)
+    );
+
+    let delayed = vec![
+        (1.0, tcp(true, 1000, 0, SYN, b"")),
+        (2.0, tcp(true, 1000, 0, SYN, b"")),
+        (2.001, tcp(false, 500, 1001, SYN | ACK, b"")),
+        (2.002, tcp(true, 1001, 501, ACK, b"")),
+        (2.005, tcp(true, 1001, 501, ACK | FIN, b"")),
+        (2.006, tcp(false, 501, 1002, ACK | FIN, b"")),
+    ];
+    let a = analyze(&delayed);
+    assert_eq!(kinds(&a), vec!["syn_retransmitted"]);
+    assert_eq!(a.findings[0].evidence["syn_attempts"], 2);
 }

@@ -176,6 +176,9 @@ pub struct Connection {
     /// An ICMP destination-unreachable quoting the client's SYN, before any SYN-ACK: a host,
     /// router or firewall (iptables REJECT) refused the handshake on the server's behalf.
     pub handshake_unreachable: Option<Unreachable>,
+    /// SYNs seen when the first SYN-ACK came: more than one means the server answered only a
+    /// retransmission; a SYN repeated after the answer is the client's duplicate, not a delay.
+    pub syns_before_syn_ack: u32,
     pub established: bool,
     /// The SYN the first SYN-ACK answered, and the client's first ACK after it: their distance
     /// is the round trip at any vantage point on the path.
@@ -241,6 +244,7 @@ impl Connection {
             syn_acks: FrameList::default(),
             handshake_rst: None,
             handshake_unreachable: None,
+            syns_before_syn_ack: 0,
             established: false,
             rtt_syn: None,
             rtt_ack: None,
@@ -347,6 +351,7 @@ impl Connection {
         } else if flags.syn() && flags.ack() && from == Role::Server {
             if self.syn_acks.count == 0 {
                 self.rtt_syn = self.syns.last;
+                self.syns_before_syn_ack = self.syns.count;
             }
             self.syn_acks.push(at);
             self.to_client.stream.start_at(seg.seq.plus(1));

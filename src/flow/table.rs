@@ -913,6 +913,7 @@ mod test {
         let c = &conns[0];
         assert_eq!(c.syns.frames(), vec![1, 2, 3]);
         assert_eq!(c.syns.last.unwrap().ts, Timestamp::from_secs_f64(3.0));
+        assert_eq!(c.syns_before_syn_ack, 3);
         assert_eq!(c.rtt_syn.unwrap().frame, 3);
         assert_eq!(c.to_server.packets, 4);
         assert_eq!(c.client_isn, Some(SeqNumber(100)));
