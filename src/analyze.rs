@@ -381,6 +381,15 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
             ),
         );
     }
+    if table.stats.one_sided > 0 {
+        warnings.push(
+            table.stats.first_one_sided,
+            format!(
+                "{} connection(s) show only one direction: the capture holds one side of the traffic (asymmetric routing or a one-way span port)",
+                table.stats.one_sided
+            ),
+        );
+    }
     if table.stats.evicted_early > 0 {
         warnings.push(
             None,

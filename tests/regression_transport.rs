@@ -21,6 +21,22 @@ fn kinds(a: &CaptureAnalysis) -> Vec<String> {
     a.findings.iter().map(|f| f.kind.to_string()).collect()
 }
 
+fn warnings(a: &CaptureAnalysis) -> Vec<String> {
+    a.summary
+        .warnings
+        .iter()
+        .map(|w| w.message.clone())
+        .collect()
+}
+
+fn errors(a: &CaptureAnalysis) -> Vec<String> {
+    a.findings
+        .iter()
+        .filter(|f| f.severity == lbdiag::Severity::Error)
+        .map(|f| format!("{}: {}", f.kind, f.summary))
+        .collect()
+}
+
 /// The IP packet inside an Ethernet frame made by `common::tcp`.
 fn ip_of(frame: &[u8]) -> Vec<u8> {
     frame[14..].to_vec()
@@ -154,4 +170,119 @@ fn regression_syn_retransmitted_only_when_synack_follows_retransmission() {
     let a = analyze(&delayed);
     assert_eq!(kinds(&a), vec!["syn_retransmitted"]);
     assert_eq!(a.findings[0].evidence["syn_attempts"], 2);
+}
+
+const GET: &[u8] = b"GET /orders HTTP/1.1\r\nHost: backend\r\n\r\n";
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+
+fn one_sided_warning(a: &CaptureAnalysis) -> bool {
+    warnings(a)
+        .iter()
+        .any(|w| w.contains("show only one direction"))
+}
+
+#[test]
+fn regression_one_sided_capture_is_not_syn_unanswered() {
+    // Only the client's direction: SYN, then ACK and a request, then FIN.
+    let c = 1001u32;
+    let client_only = vec![
+        (1.0, tcp(true, 1000, 0, SYN, b"")),
+        (1.01, tcp(true, c, 501, ACK, b"")),
+        (1.02, tcp(true, c, 501, ACK | PSH, GET)),
+        (1.05, tcp(true, c + GET.len() as u32, 540, ACK, b"")),
+        (1.06, tcp(true, c + GET.len() as u32, 540, ACK | FIN, b"")),
+    ];
+    let a = analyze(&client_only);
+    assert!(!kinds(&a).contains(&"syn_unanswered".to_string()));
+    assert!(errors(&a).is_empty(), "{:?}", errors(&a));
+    assert!(one_sided_warning(&a), "{:?}", warnings(&a));
+
+    // Only the server's direction.
+    let server_only = vec![
+        (1.0, tcp(false, 500, 1001, SYN | ACK, b"")),
+        (
+            1.03,
+            tcp(false, 501, 1001 + GET.len() as u32, ACK | PSH, OK),
+        ),
+        (
+            1.04,
+            tcp(false, 501 + OK.len() as u32, 1040, ACK | FIN, b""),
+        ),
+    ];
+    let a = analyze(&server_only);
+    assert!(errors(&a).is_empty(), "{:?}", errors(&a));
+    assert!(one_sided_warning(&a), "{:?}", warnings(&a));
+}
+
+#[test]
+fn regression_missing_synack_with_answered_exchange_is_not_syn_unanswered() {
+    let c = 1001u32;
+    let g = GET.len() as u32;
+    let frames = vec![
+        (1.0, tcp(true, 1000, 0, SYN, b"")),
+        // The SYN-ACK is not in the capture.
+        (1.01, tcp(true, c, 501, ACK, b"")),
+        (1.02, tcp(true, c, 501, ACK | PSH, GET)),
+        (1.03, tcp(false, 501, c + g, ACK | PSH, OK)),
+        (
+            1.04,
+            tcp(true, c + g, 501 + OK.len() as u32, ACK | FIN, b""),
+        ),
+        (
+            1.05,
+            tcp(false, 501 + OK.len() as u32, c + g + 1, ACK | FIN, b""),
+        ),
+        (1.06, tcp(true, c + g + 1, 502 + OK.len() as u32, ACK, b"")),
+    ];
+    let a = analyze(&frames);
+    assert!(!kinds(&a).contains(&"syn_unanswered".to_string()));
+    assert!(errors(&a).is_empty(), "{:?}", errors(&a));
+}
+
+#[test]
+fn regression_unanswered_syn_still_reported() {
+    let a = analyze(&[
+        (1.0, tcp(true, 1000, 0, SYN, b"")),
+        (2.0, tcp(true, 1000, 0, SYN, b"")),
+        (4.0, tcp(true, 1000, 0, SYN, b"")),
+        (9.0, tcp(true, 1000, 0, SYN, b"")),
+        (9.5, common::refused()[0].1.clone()),
+    ]);
+    assert!(kinds(&a).contains(&"syn_unanswered".to_string()));
+    assert!(!one_sided_warning(&a));
+}
+
+#[test]
+fn regression_one_sided_capture_gives_no_false_findings() {
+    let c = 1001u32;
+    let g = GET.len() as u32;
+    // The client's side: it asks twice, waits, closes and resets; the answers are not here.
+    let client_only = vec![
+        (1.0, tcp(true, 1000, 0, SYN, b"")),
+        (1.01, tcp(true, c, 501, ACK, b"")),
+        (1.02, tcp(true, c, 501, ACK | PSH, GET)),
+        (1.05, tcp(true, c + g, 540, ACK, b"")),
+        (9.06, tcp(true, c + g, 540, ACK | PSH, GET)),
+        (20.06, tcp(true, c + 2 * g, 580, ACK | FIN, b"")),
+        (20.07, tcp(true, c + 2 * g + 1, 0, common::RST, b"")),
+    ];
+    let a = analyze(&client_only);
+    assert!(a.findings.is_empty(), "{:?}", kinds(&a));
+    assert!(one_sided_warning(&a));
+    // The server's side: it answers, sends more, and resets.
+    let server_only = vec![
+        (1.0, tcp(false, 500, 1001, SYN | ACK, b"")),
+        (1.03, tcp(false, 501, 1001 + g, ACK | PSH, OK)),
+        (
+            5.0,
+            tcp(false, 501 + OK.len() as u32, 1001 + g, ACK | PSH, &OK[..20]),
+        ),
+        (
+            5.04,
+            tcp(false, 521 + OK.len() as u32, 1040, common::RST, b""),
+        ),
+    ];
+    let a = analyze(&server_only);
+    assert!(a.findings.is_empty(), "{:?}", kinds(&a));
+    assert!(one_sided_warning(&a));
 }

@@ -18,6 +18,8 @@ pub fn detect(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
     } else if conn.syns.count > 0
         && conn.to_client.packets == 0
         && conn.resets.count == 0
+        // A client that went on after its SYN had an answer the capture does not hold.
+        && !conn.answer_not_captured()
         && out.accepts(Kind::SynUnanswered, conn.server)
     {
         unanswered(conn, ctx, out);

@@ -140,7 +140,10 @@ impl Detectors {
         }
         handshake::detect(conn, ctx, &mut self.findings);
         reset::detect(conn, http.filter(|h| h.is_http), ctx, &mut self.findings);
-        if let Some(h) = http.filter(|h| h.is_http || !h.transactions.is_empty()) {
+        // Requests or responses alone cannot be paired; the capture's warnings say it is one-sided.
+        if let Some(h) =
+            http.filter(|h| (h.is_http || !h.transactions.is_empty()) && !conn.one_sided())
+        {
             http::detect(conn, h, ctx, &mut self.findings);
         }
         transport::detect(conn, ctx, &mut self.findings);

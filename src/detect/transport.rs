@@ -49,7 +49,7 @@ fn oversize(conn: &Connection, from: Role, ctx: &Context<'_>, out: &mut Findings
     let never_acked_and_resent = tcp.large_unacked_retransmissions.count > 0
         && tcp.large_retransmitted_ip_len > mtu
         && tcp.large_segments_never_acked();
-    let offload = acked_over_mtu || !never_acked_and_resent;
+    let offload = acked_over_mtu || !never_acked_and_resent || conn.one_sided();
     let severity = if offload {
         Severity::Info
     } else {
@@ -102,7 +102,12 @@ fn oversize(conn: &Connection, from: Role, ctx: &Context<'_>, out: &mut Findings
 fn mtu_blackhole(conn: &Connection, from: Role, ctx: &Context<'_>, out: &mut Findings) -> bool {
     let tcp = &conn.side(from).tcp();
     let resent = &tcp.large_unacked_retransmissions;
-    if !conn.established || resent.count < 2 || !tcp.large_segments_never_acked() {
+    // Without the peer's direction no acknowledgement is ever seen: nothing was "never acked".
+    if !conn.established
+        || conn.one_sided()
+        || resent.count < 2
+        || !tcp.large_segments_never_acked()
+    {
         return false;
     }
     let Some(first) = resent.first else {

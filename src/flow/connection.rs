@@ -311,6 +311,28 @@ impl Connection {
             && self.syn_acks.count == 0
     }
 
+    /// Only one direction of the connection is in the capture, though that side shows an
+    /// exchange under way: a client that acknowledges or sends data after its SYN had its
+    /// SYN-ACK, which the capture does not hold (asymmetric routing, a one-way span port).
+    pub fn one_sided(&self) -> bool {
+        let client_only = self.to_client.packets == 0
+            && (self.to_server.payload_bytes > 0
+                || self.to_server.packets > self.syns.count as u64);
+        let server_only = self.to_server.packets == 0
+            && (self.to_client.payload_bytes > 0
+                || self.to_client.packets > self.syn_acks.count as u64);
+        client_only || server_only
+    }
+
+    /// The SYN-ACK is missing while the client went on as though it had one (it acknowledged
+    /// or sent data after its SYN), or the server sent data: the handshake was answered.
+    pub fn answer_not_captured(&self) -> bool {
+        self.syn_acks.count == 0
+            && (self.to_client.payload_bytes > 0
+                || self.to_server.payload_bytes > 0
+                || self.to_server.packets > self.syns.count as u64)
+    }
+
     /// Records an ICMP destination-unreachable about a packet the client sent. Before any
     /// SYN-ACK it refuses the handshake; later ones say nothing the TCP exchange does not.
     pub fn on_unreachable(&mut self, about_client: bool, msg: Unreachable) {

@@ -94,6 +94,10 @@ pub struct FlowStats {
     pub connections: u64,
     pub evicted_early: u64,
     pub peak_live: usize,
+    /// Finalized connections of which the capture holds only one direction.
+    pub one_sided: u64,
+    /// The first frame of the first such connection.
+    pub first_one_sided: Option<u64>,
 }
 
 /// SYNs a half-open connection keeps in its compact form; one more makes it a full connection.
@@ -572,6 +576,10 @@ impl FlowTable {
         conn.finish_streams(&mut self.budget, &mut |role, ev| {
             observer.on_stream(id, role, ev)
         });
+        if conn.one_sided() {
+            self.stats.one_sided += 1;
+            self.stats.first_one_sided.get_or_insert(conn.first.frame);
+        }
         observer.on_finalized(*conn);
     }
 
