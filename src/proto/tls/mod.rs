@@ -156,6 +156,17 @@ impl TlsConn {
                 dir.kind = h[0];
                 dir.left = len;
                 dir.record.clear();
+                // TLS 1.3 has no ChangeCipherSpec: one is a middlebox-compatibility dummy (RFC
+                // 8446 D.4), sent after a HelloRetryRequest too, and what follows it is still
+                // cleartext until the real ServerHello.
+                let tls13 = self
+                    .server_hello
+                    .as_ref()
+                    .is_some_and(|(s, _)| s.version == 0x0304);
+                if dir.kind == 20 && tls13 {
+                    dir.kind = 0;
+                    continue;
+                }
                 if dir.kind == 20 || (dir.kind == 23) || (dir.kind == 22 && dir.encrypted) {
                     match (from, dir.kind) {
                         (Role::Client, _) => {
@@ -283,5 +294,105 @@ impl TlsConn {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::capture::Timestamp;
+
+    fn at(frame: u64) -> Seen {
+        Seen {
+            frame,
+            ts: Timestamp(frame as i64 * 1_000_000),
+        }
+    }
+
+    fn record(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut r = vec![kind, 3, 3];
+        r.extend((body.len() as u16).to_be_bytes());
+        r.extend(body);
+        r
+    }
+
+    fn message(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![kind];
+        m.extend(&(body.len() as u32).to_be_bytes()[1..]);
+        m.extend(body);
+        m
+    }
+
+    fn client_hello() -> Vec<u8> {
+        let mut b = vec![3, 3];
+        b.extend([7u8; 32]);
+        b.push(0);
+        b.extend([0, 2, 0x13, 0x01, 1, 0]);
+        let exts = [0u8, 43, 0, 5, 4, 3, 4, 3, 3];
+        b.extend((exts.len() as u16).to_be_bytes());
+        b.extend(exts);
+        record(22, &message(1, &b))
+    }
+
+    /// A ServerHello (TLS 1.3 through supported_versions when `v13`), or a HelloRetryRequest.
+    fn server_hello(v13: bool, retry: bool) -> Vec<u8> {
+        let mut b = vec![3, 3];
+        if retry {
+            b.extend(handshake_random_hrr());
+        } else {
+            b.extend([9u8; 32]);
+        }
+        b.push(0);
+        b.extend([0x13, 0x01, 0]);
+        let exts: &[u8] = if v13 { &[0, 43, 0, 2, 3, 4] } else { &[] };
+        b.extend((exts.len() as u16).to_be_bytes());
+        b.extend(exts);
+        message(2, &b)
+    }
+
+    fn handshake_random_hrr() -> [u8; 32] {
+        [
+            0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65,
+            0xb8, 0x91, 0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2,
+            0xc8, 0xa8, 0x33, 0x9c,
+        ]
+    }
+
+    #[test]
+    fn regression_tls13_ccs_after_hello_retry_request_hides_no_server_hello() {
+        let mut t = TlsConn::default();
+        t.on_data(Role::Client, &client_hello(), at(4));
+        let mut flight = record(22, &server_hello(true, true));
+        flight.extend(record(20, &[1]));
+        t.on_data(Role::Server, &flight, at(6));
+        let mut again = record(20, &[1]);
+        again.extend(client_hello());
+        t.on_data(Role::Client, &again, at(8));
+        let mut flight = record(22, &server_hello(true, false));
+        flight.extend(record(23, &[0; 40]));
+        t.on_data(Role::Server, &flight, at(9));
+        let (sh, sh_at) = t.server_hello.as_ref().unwrap();
+        assert!(!sh.retry_request);
+        assert_eq!(sh.version, 0x0304);
+        assert_eq!(sh_at.frame, 9);
+        assert_eq!(t.server_encrypted.map(|s| s.frame), Some(9));
+        t.on_data(Role::Client, &record(23, &[0; 30]), at(10));
+        assert!(t.established());
+    }
+
+    #[test]
+    fn test_tls12_change_cipher_spec_still_encrypts() {
+        let mut t = TlsConn::default();
+        t.on_data(Role::Client, &client_hello(), at(4));
+        t.on_data(
+            Role::Server,
+            &record(22, &server_hello(false, false)),
+            at(6),
+        );
+        let mut ccs = record(20, &[1]);
+        ccs.extend(record(22, &[0; 40]));
+        t.on_data(Role::Server, &ccs, at(8));
+        assert!(t.server.encrypted);
+        assert_eq!(t.server_encrypted.map(|s| s.frame), Some(8));
     }
 }
