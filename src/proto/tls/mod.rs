@@ -13,6 +13,8 @@ use handshake::{ClientHello, ServerHello};
 const MAX_RECORD: usize = 18_432;
 /// Handshake bytes buffered per direction; certificate chains fit comfortably.
 const MAX_HANDSHAKE_BUFFER: usize = 64 * 1024;
+/// Record kind for an SSLv2-format ClientHello (not a TLS content type).
+const SSLV2_HELLO: u8 = 0x80;
 const MAX_CERTIFICATES: usize = 6;
 
 #[derive(Debug, Clone)]
@@ -36,6 +38,8 @@ struct Direction {
     handshake_at: Option<Seen>,
     encrypted: bool,
     off: bool,
+    /// A record header has been read in this direction.
+    seen_record: bool,
 }
 
 #[derive(Debug, Default)]
@@ -55,9 +59,13 @@ pub struct TlsConn {
     pub server_encrypted: Option<Seen>,
     pub client_app_data: bool,
     pub server_app_data: bool,
-    /// Set when the stream stopped looking like TLS (SSLv2 hello, garbage); a warning, not a
+    /// Set when the stream stopped looking like TLS (SSLv2 records, garbage); a warning, not a
     /// finding.
     pub not_tls: Option<String>,
+    /// The client's first record was an SSLv2-format ClientHello (read, then TLS records).
+    pub sslv2_client_hello: bool,
+    /// The server answered in SSLv2 records: an SSLv2 handshake, which is not followed.
+    pub server_sslv2: bool,
 }
 
 impl TlsConn {
@@ -69,9 +77,11 @@ impl TlsConn {
         tls || sslv2
     }
 
-    /// The server answered with something that is not TLS.
+    /// The server answered with something that is not TLS (an SSLv2 server speaks a
+    /// protocol, just not one that is followed).
     pub fn server_not_tls(&self) -> bool {
         self.server.off
+            && !self.server_sslv2
             && self
                 .not_tls
                 .as_deref()
@@ -137,12 +147,41 @@ impl TlsConn {
                     return;
                 }
                 let h = std::mem::take(&mut dir.header);
+                let first_record = !dir.seen_record;
+                dir.seen_record = true;
+                // An SSLv2-compatible ClientHello (a 2-byte header with the high bit set, then
+                // message type 1): clients that still speak SSLv2 open with it and go on in
+                // TLS records, so it is read and the server's TLS flight is followed as usual.
+                let v2_len = (((h[0] & 0x7f) as usize) << 8) | h[1] as usize;
+                if from == Role::Client
+                    && first_record
+                    && h[0] & 0x80 != 0
+                    && h[2] == 1
+                    && (3..=MAX_RECORD).contains(&v2_len)
+                {
+                    dir.kind = SSLV2_HELLO;
+                    dir.left = v2_len - 3;
+                    dir.record.clear();
+                    dir.record.extend_from_slice(&h[2..5]);
+                    if dir.left == 0 {
+                        let record = std::mem::take(&mut dir.record);
+                        self.on_sslv2_hello(&record, at);
+                    }
+                    continue;
+                }
                 let len = u16::from_be_bytes([h[3], h[4]]) as usize;
                 if !(20..=24).contains(&h[0]) || h[1] != 3 || len > MAX_RECORD || len == 0 {
                     let why = if h[0] & 0x80 != 0 {
                         "an SSLv2-style record"
                     } else {
                         "bytes that are not a TLS record"
+                    };
+                    if from == Role::Server && h[0] & 0x80 != 0 {
+                        self.server_sslv2 = true;
+                    }
+                    let dir = match from {
+                        Role::Client => &mut self.client,
+                        Role::Server => &mut self.server,
                     };
                     dir.off = true;
                     if self.not_tls.is_none() {
@@ -194,7 +233,8 @@ impl TlsConn {
                 continue;
             }
             let take = dir.left.min(data.len());
-            let keep = dir.kind == 21 || (dir.kind == 22 && !dir.encrypted);
+            let keep =
+                dir.kind == 21 || dir.kind == SSLV2_HELLO || (dir.kind == 22 && !dir.encrypted);
             if keep {
                 dir.record.extend_from_slice(&data[..take]);
             }
@@ -207,6 +247,7 @@ impl TlsConn {
             match dir.kind {
                 21 => self.on_alert(from, &record, at),
                 22 if keep => self.on_handshake_bytes(from, &record, at),
+                SSLV2_HELLO => self.on_sslv2_hello(&record, at),
                 _ => {}
             }
         }
@@ -263,6 +304,18 @@ impl TlsConn {
             }
             let msg: Vec<u8> = dir.handshake.drain(..4 + len).collect();
             self.on_message(from, kind, &msg[4..], at);
+        }
+    }
+
+    /// An SSLv2-format ClientHello: message type, version, and the cipher, session and
+    /// challenge lengths and bytes (no extensions, so no SNI).
+    fn on_sslv2_hello(&mut self, msg: &[u8], at: Seen) {
+        self.sslv2_client_hello = true;
+        self.last_step = "ClientHello (client)".to_string();
+        if let Some(h) = handshake::sslv2_client_hello(msg)
+            && self.client_hello.is_none()
+        {
+            self.client_hello = Some((h, at));
         }
     }
 
@@ -358,6 +411,18 @@ mod test {
         ]
     }
 
+    /// A Certificate message carrying the given DER blobs.
+    fn certificate(ders: &[Vec<u8>]) -> Vec<u8> {
+        let mut list: Vec<u8> = Vec::new();
+        for d in ders {
+            list.extend(&(d.len() as u32).to_be_bytes()[1..]);
+            list.extend(d);
+        }
+        let mut body = (list.len() as u32).to_be_bytes()[1..].to_vec();
+        body.extend(list);
+        message(11, &body)
+    }
+
     #[test]
     fn regression_tls13_ccs_after_hello_retry_request_hides_no_server_hello() {
         let mut t = TlsConn::default();
@@ -394,5 +459,55 @@ mod test {
         t.on_data(Role::Server, &ccs, at(8));
         assert!(t.server.encrypted);
         assert_eq!(t.server_encrypted.map(|s| s.frame), Some(8));
+    }
+
+    fn sslv2_hello() -> Vec<u8> {
+        let specs = [0u8, 0x00, 0x2f, 0x00, 0x00, 0x35];
+        let challenge = [5u8; 16];
+        let mut body = vec![1, 3, 3];
+        body.extend((specs.len() as u16).to_be_bytes());
+        body.extend(0u16.to_be_bytes());
+        body.extend((challenge.len() as u16).to_be_bytes());
+        body.extend(specs);
+        body.extend(challenge);
+        let mut r = (0x8000u16 | body.len() as u16).to_be_bytes().to_vec();
+        r.extend(body);
+        r
+    }
+
+    #[test]
+    fn regression_sslv2_client_hello_keeps_server_flight() {
+        let mut t = TlsConn::default();
+        let hello = sslv2_hello();
+        assert!(TlsConn::looks_like_tls(&hello));
+        // Split inside the 2-byte header and the body, as TCP may.
+        t.on_data(Role::Client, &hello[..1], at(4));
+        t.on_data(Role::Client, &hello[1..7], at(4));
+        t.on_data(Role::Client, &hello[7..], at(4));
+        let (ch, ch_at) = t.client_hello.as_ref().expect("SSLv2 hello read");
+        assert_eq!(ch.versions, vec![0x0303]);
+        assert_eq!(ch.sni, None);
+        assert_eq!(ch_at.frame, 4);
+        assert!(t.sslv2_client_hello);
+        let mut flight = server_hello(false, false);
+        flight.extend(certificate(&[vec![0x30, 3, 1, 2, 3]]));
+        t.on_data(Role::Server, &record(22, &flight), at(6));
+        assert!(t.server_hello.is_some());
+        assert_eq!(t.certificates.len(), 1);
+        assert_eq!(t.certificate_at.map(|s| s.frame), Some(6));
+        assert_eq!(t.not_tls, None);
+        // The client goes on in TLS records.
+        t.on_data(Role::Client, &record(22, &message(16, &[0; 10])), at(8));
+        assert_eq!(t.not_tls, None);
+    }
+
+    #[test]
+    fn test_sslv2_server_is_not_called_not_tls() {
+        let mut t = TlsConn::default();
+        t.on_data(Role::Client, &sslv2_hello(), at(4));
+        t.on_data(Role::Server, &[0x80, 0x20, 0x04, 0, 1, 0, 2], at(6));
+        assert!(t.server_sslv2);
+        assert!(!t.server_not_tls());
+        assert!(t.not_tls.as_deref().unwrap().contains("SSLv2"));
     }
 }
