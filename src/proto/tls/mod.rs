@@ -11,8 +11,14 @@ use handshake::{ClientHello, ServerHello};
 
 /// Largest TLS record body (2^14 plus expansion allowance).
 const MAX_RECORD: usize = 18_432;
-/// Handshake bytes buffered per direction; certificate chains fit comfortably.
-const MAX_HANDSHAKE_BUFFER: usize = 64 * 1024;
+/// Handshake bytes buffered per direction. A Certificate message spans as many records as its
+/// chain needs (chains of several hundred KB exist: long SAN lists, many intermediates); this
+/// covers them and stays bounded, and the capture-wide --max-protocol-buffers budget applies
+/// on top.
+const MAX_HANDSHAKE_BUFFER: usize = 1 << 20;
+/// A message buffer this large is given back once the message is done, so an idle connection
+/// does not keep holding (and counting) a certificate chain's worth of capacity.
+const KEEP_HANDSHAKE_CAPACITY: usize = 16 * 1024;
 /// Record kind for an SSLv2-format ClientHello (not a TLS content type).
 const SSLV2_HELLO: u8 = 0x80;
 const MAX_CERTIFICATES: usize = 6;
@@ -281,7 +287,7 @@ impl TlsConn {
                 dir.handshake_at = Some(at);
             }
             if dir.handshake.len() + bytes.len() > MAX_HANDSHAKE_BUFFER {
-                dir.handshake.clear();
+                dir.handshake = Vec::new();
                 dir.off = true;
                 return;
             }
@@ -303,6 +309,9 @@ impl TlsConn {
                 return;
             }
             let msg: Vec<u8> = dir.handshake.drain(..4 + len).collect();
+            if dir.handshake.is_empty() && dir.handshake.capacity() > KEEP_HANDSHAKE_CAPACITY {
+                dir.handshake = Vec::new();
+            }
             self.on_message(from, kind, &msg[4..], at);
         }
     }
@@ -423,6 +432,11 @@ mod test {
         message(11, &body)
     }
 
+    /// Handshake messages split into records of at most `size` bytes.
+    fn records(kind: u8, bytes: &[u8], size: usize) -> Vec<u8> {
+        bytes.chunks(size).flat_map(|c| record(kind, c)).collect()
+    }
+
     #[test]
     fn regression_tls13_ccs_after_hello_retry_request_hides_no_server_hello() {
         let mut t = TlsConn::default();
@@ -509,5 +523,45 @@ mod test {
         assert!(t.server_sslv2);
         assert!(!t.server_not_tls());
         assert!(t.not_tls.as_deref().unwrap().contains("SSLv2"));
+    }
+
+    #[test]
+    fn regression_certificate_fragmented_over_many_records() {
+        let mut t = TlsConn::default();
+        t.on_data(Role::Client, &client_hello(), at(4));
+        // A 340 KB chain: a leaf and two large certificates, in 16 KB records.
+        let ders = vec![vec![0x30; 1000], vec![0x31; 200_000], vec![0x32; 139_000]];
+        let mut flight = server_hello(false, false);
+        flight.extend(certificate(&ders));
+        flight.extend(message(14, &[]));
+        let bytes = records(22, &flight, 16_384);
+        assert!(bytes.len() > 340_000);
+        let mut max_buffered = 0;
+        for (i, chunk) in bytes.chunks(1448).enumerate() {
+            t.on_data(Role::Server, chunk, at(6 + i as u64));
+            max_buffered = max_buffered.max(t.buffered_bytes());
+        }
+        assert_eq!(t.certificates.len(), 3);
+        assert_eq!(t.certificates[1].len(), 200_000);
+        assert!(t.certificate_at.unwrap().frame > 200);
+        assert!(!t.server.off);
+        assert_eq!(t.last_step, "ServerHelloDone (server)");
+        assert!(max_buffered <= 2 * MAX_HANDSHAKE_BUFFER + 4 * MAX_RECORD);
+        // The chain itself is kept; the message buffer is given back.
+        let chain: usize = t.certificates.iter().map(Vec::capacity).sum();
+        assert!(t.buffered_bytes() <= chain + 2 * KEEP_HANDSHAKE_CAPACITY + 4 * MAX_RECORD);
+    }
+
+    #[test]
+    fn test_handshake_message_beyond_the_bound_stops_the_direction() {
+        let mut t = TlsConn::default();
+        t.on_data(Role::Client, &client_hello(), at(4));
+        let huge = certificate(&[vec![0x30; MAX_HANDSHAKE_BUFFER + 10]]);
+        for chunk in records(22, &huge, 16_384).chunks(16_389) {
+            t.on_data(Role::Server, chunk, at(6));
+        }
+        assert!(t.server.off);
+        assert!(t.certificates.is_empty());
+        assert!(t.buffered_bytes() <= MAX_HANDSHAKE_BUFFER + 4 * MAX_RECORD);
     }
 }
