@@ -244,7 +244,7 @@ impl TlsFindings {
         // One direction missing from the capture: the other side's half of the handshake was
         // never seen, so its absence is no failure.
         // An SSLv2 server's handshake is not followed: nothing can be said of how it ended.
-        if tls.established()
+        if tls.handshake_completed()
             || tls.server_sslv2
             || conn.one_sided()
             || !out.accepts(Kind::TlsHandshakeFailure, conn.server)

@@ -65,6 +65,12 @@ pub struct TlsConn {
     pub server_encrypted: Option<Seen>,
     pub client_app_data: bool,
     pub server_app_data: bool,
+    /// Application-data records in each direction (TLS 1.3's encrypted handshake included).
+    pub client_app_records: u32,
+    pub server_app_records: u32,
+    /// The client sent a handshake record after its ChangeCipherSpec: TLS 1.2's encrypted
+    /// Finished (TLS 1.3 wraps its Finished in an application-data record).
+    pub client_encrypted_finished: bool,
     /// Set when the stream stopped looking like TLS (SSLv2 records, garbage); a warning, not a
     /// finding.
     pub not_tls: Option<String>,
@@ -104,6 +110,30 @@ impl TlsConn {
             self.client_app_data && self.server_encrypted.is_some()
         } else {
             self.client_encrypted.is_some() && self.server_encrypted.is_some()
+        }
+    }
+
+    /// The handshake finished, as far as either direction shows, even when the analysis lost
+    /// the other one (a capture gap, a flight over the buffer bound, the buffer budget): a TLS
+    /// 1.2 client sends application data only after the server's Finished, and a TLS 1.3
+    /// client's second encrypted record follows its own Finished. A TLS 1.2 server's
+    /// application data likewise follows the whole handshake.
+    pub fn handshake_completed(&self) -> bool {
+        if self.established() {
+            return true;
+        }
+        let version = self.server_hello.as_ref().map(|(s, _)| s.version);
+        match version {
+            Some(0x0304) => self.client_app_records >= 2,
+            Some(_) => {
+                (self.client.encrypted && self.client_app_records >= 1)
+                    || (self.server.encrypted && self.server_app_records >= 1)
+            }
+            // The ServerHello was not read: the client's own records tell the version.
+            None => {
+                (self.client_encrypted_finished && self.client_app_records >= 1)
+                    || self.client_app_records >= 2
+            }
         }
     }
 
@@ -212,6 +242,9 @@ impl TlsConn {
                     dir.kind = 0;
                     continue;
                 }
+                if from == Role::Client && dir.kind == 22 && dir.encrypted {
+                    self.client_encrypted_finished = true;
+                }
                 if dir.kind == 20 || (dir.kind == 23) || (dir.kind == 22 && dir.encrypted) {
                     match (from, dir.kind) {
                         (Role::Client, _) => {
@@ -231,8 +264,14 @@ impl TlsConn {
                     }
                     if dir.kind == 23 {
                         match from {
-                            Role::Client => self.client_app_data = true,
-                            Role::Server => self.server_app_data = true,
+                            Role::Client => {
+                                self.client_app_data = true;
+                                self.client_app_records = self.client_app_records.saturating_add(1);
+                            }
+                            Role::Server => {
+                                self.server_app_data = true;
+                                self.server_app_records = self.server_app_records.saturating_add(1);
+                            }
                         }
                     }
                 }
@@ -550,6 +589,40 @@ mod test {
         // The chain itself is kept; the message buffer is given back.
         let chain: usize = t.certificates.iter().map(Vec::capacity).sum();
         assert!(t.buffered_bytes() <= chain + 2 * KEEP_HANDSHAKE_CAPACITY + 4 * MAX_RECORD);
+    }
+
+    #[test]
+    fn regression_completed_handshake_is_not_failed_when_a_direction_was_lost() {
+        // TLS 1.2: the server's flight is cut by a capture gap; the client finishes and sends
+        // application data, so the server's Finished reached it.
+        let mut t = TlsConn::default();
+        t.on_data(Role::Client, &client_hello(), at(4));
+        t.on_data(
+            Role::Server,
+            &record(22, &server_hello(false, false)),
+            at(6),
+        );
+        t.on_gap(Role::Server);
+        let mut fin = record(22, &message(16, &[0; 33]));
+        fin.extend(record(20, &[1]));
+        fin.extend(record(22, &[0; 40]));
+        t.on_data(Role::Client, &fin, at(8));
+        assert!(!t.established());
+        assert!(!t.handshake_completed(), "no application data yet");
+        t.on_data(Role::Client, &record(23, &[0; 100]), at(10));
+        assert!(t.handshake_completed());
+
+        // TLS 1.3: the client's Finished alone is not enough; its next record is.
+        let mut t = TlsConn::default();
+        t.on_data(Role::Client, &client_hello(), at(4));
+        t.on_data(Role::Server, &record(22, &server_hello(true, false)), at(6));
+        t.on_gap(Role::Server);
+        let mut fin = record(20, &[1]);
+        fin.extend(record(23, &[0; 50]));
+        t.on_data(Role::Client, &fin, at(8));
+        assert!(!t.handshake_completed());
+        t.on_data(Role::Client, &record(23, &[0; 100]), at(9));
+        assert!(t.handshake_completed());
     }
 
     #[test]
