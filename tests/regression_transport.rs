@@ -286,3 +286,20 @@ fn regression_one_sided_capture_gives_no_false_findings() {
     assert!(a.findings.is_empty(), "{:?}", kinds(&a));
     assert!(one_sided_warning(&a));
 }
+
+/// Captured on the server: its first SYN-ACK is lost on the way to the client, which repeats
+/// its SYN a second later; the ACK answers the last SYN-ACK at once.
+#[test]
+fn regression_repeated_syn_after_synack_is_not_high_rtt() {
+    let a = analyze(&[
+        (1.0, tcp(true, 1000, 0, SYN, b"")),
+        (1.00004, tcp(false, 500, 1001, SYN | ACK, b"")),
+        (2.02, tcp(false, 500, 1001, SYN | ACK, b"")),
+        (2.0201, tcp(true, 1000, 0, SYN, b"")),
+        (2.0202, tcp(false, 500, 1001, SYN | ACK, b"")),
+        (2.0203, tcp(true, 1001, 501, ACK, b"")),
+        (2.03, tcp(true, 1001, 501, ACK | FIN, b"")),
+        (2.031, tcp(false, 501, 1002, ACK | FIN, b"")),
+    ]);
+    assert!(a.findings.is_empty(), "{:?}", kinds(&a));
+}

@@ -3,6 +3,7 @@
 //! default a healthy network does not reach (docs/thresholds.md gives the reasoning).
 
 use super::{Context, Draft, Findings, cause};
+use crate::capture::Duration;
 use crate::flow::{Connection, Role, Side};
 use crate::report::{Kind, Severity};
 use serde_json::json;
@@ -309,7 +310,13 @@ fn high_rtt(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
     let Some(synack) = conn.syn_acks.first else {
         return;
     };
-    let rtt = ack.ts.saturating_sub(syn.ts);
+    // The round trip is the SYN to the SYN-ACK that answered it, plus the SYN-ACK the ACK
+    // answered to the ACK: a SYN-ACK lost on its way to the client and sent again (the client
+    // repeating its SYN meanwhile) is a retransmission, not a slow path.
+    let answered = conn.rtt_syn_ack.unwrap_or(synack);
+    let syn_to_synack = synack.ts.saturating_sub(syn.ts);
+    let synack_to_ack = ack.ts.saturating_sub(answered.ts);
+    let rtt = Duration(syn_to_synack.0.saturating_add(synack_to_ack.0));
     if rtt < ctx.thresholds.rtt {
         return;
     }
@@ -326,13 +333,13 @@ fn high_rtt(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
         Draft {
             kind: Kind::HighRtt,
             severity: Severity::Warning,
-            packets: vec![syn.frame, synack.frame, ack.frame],
+            packets: vec![syn.frame, synack.frame, answered.frame, ack.frame],
             first_ts: syn.ts,
             summary,
             evidence: json!({
                 "rtt_ms": rtt.as_millis_f64(),
-                "syn_to_synack_ms": synack.ts.saturating_sub(syn.ts).as_millis_f64(),
-                "synack_to_ack_ms": ack.ts.saturating_sub(synack.ts).as_millis_f64(),
+                "syn_to_synack_ms": syn_to_synack.as_millis_f64(),
+                "synack_to_ack_ms": synack_to_ack.as_millis_f64(),
                 "threshold_ms": ctx.thresholds.rtt.as_millis_f64(),
             }),
             causes: vec![

@@ -184,6 +184,9 @@ pub struct Connection {
     /// is the round trip at any vantage point on the path.
     pub rtt_syn: Option<Seen>,
     pub rtt_ack: Option<Seen>,
+    /// The latest SYN-ACK before that ACK: when the first one was lost on its way to the client
+    /// and the server sent another, the ACK answers the later one.
+    pub rtt_syn_ack: Option<Seen>,
     /// ICMP "fragmentation needed" / "packet too big" messages about this connection's packets.
     pub too_big: FrameList,
     pub too_big_mtu: u32,
@@ -248,6 +251,7 @@ impl Connection {
             established: false,
             rtt_syn: None,
             rtt_ack: None,
+            rtt_syn_ack: None,
             too_big: FrameList::default(),
             too_big_mtu: 0,
             too_big_for: None,
@@ -381,6 +385,7 @@ impl Connection {
             self.established = true;
             if from == Role::Client && flags.ack() && self.rtt_ack.is_none() {
                 self.rtt_ack = Some(at);
+                self.rtt_syn_ack = self.syn_acks.last;
             }
         }
 
