@@ -344,6 +344,12 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
                 }
                 return;
             }
+            Transport::Unreachable(msg) => {
+                if msg.quoted_tcp {
+                    table.note_unreachable(&msg, at);
+                }
+                return;
+            }
             Transport::Fragment => {
                 count(&mut skipped.fragments, frame.number);
                 return;
@@ -451,6 +457,15 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
             format!(
                 "{} hole(s) given up as gaps because a direction had more holes at once than are tracked (32): a capture missing many segments, or segments far out of order",
                 table.budget.too_many_holes
+            ),
+        );
+    }
+    if table.stats.one_sided > 0 {
+        warnings.push(
+            table.stats.first_one_sided,
+            format!(
+                "{} connection(s) show only one direction: the capture holds one side of the traffic (asymmetric routing or a one-way span port)",
+                table.stats.one_sided
             ),
         );
     }

@@ -71,12 +71,63 @@ pub struct TooBig {
     pub quoted_dst: std::net::SocketAddr,
     /// The quoted packet was TCP (else the ports are meaningless).
     pub quoted_tcp: bool,
+    pub quoted_seq: Option<SeqNumber>,
+}
+
+/// ICMP destination unreachable (v4 type 3 other than code 4) or ICMPv6 destination
+/// unreachable (type 1): a host, router or firewall saying the quoted packet cannot be
+/// delivered. iptables' REJECT target sends these (port unreachable by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreachable {
+    pub v6: bool,
+    pub icmp_type: u8,
+    pub code: u8,
+    pub quoted_src: std::net::SocketAddr,
+    pub quoted_dst: std::net::SocketAddr,
+    pub quoted_tcp: bool,
+    /// The quoted TCP sequence number (the first 8 bytes of the TCP header are always quoted).
+    pub quoted_seq: Option<SeqNumber>,
+}
+
+/// The name of an unreachable code (RFC 792 and RFC 1812 for ICMP, RFC 4443 for ICMPv6).
+pub fn unreachable_name(v6: bool, code: u8) -> &'static str {
+    if v6 {
+        match code {
+            0 => "no route to destination",
+            1 => "communication administratively prohibited",
+            2 => "beyond scope of source address",
+            3 => "address unreachable",
+            4 => "port unreachable",
+            5 => "source address failed ingress/egress policy",
+            6 => "reject route to destination",
+            _ => "destination unreachable",
+        }
+    } else {
+        match code {
+            0 => "net unreachable",
+            1 => "host unreachable",
+            2 => "protocol unreachable",
+            3 => "port unreachable",
+            5 => "source route failed",
+            6 => "destination network unknown",
+            7 => "destination host unknown",
+            9 => "network administratively prohibited",
+            10 => "host administratively prohibited",
+            11 => "network unreachable for type of service",
+            12 => "host unreachable for type of service",
+            13 => "communication administratively prohibited",
+            14 => "host precedence violation",
+            15 => "precedence cutoff in effect",
+            _ => "destination unreachable",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 pub enum Transport<'a> {
     Tcp(TcpSegment<'a>),
     TooBig(TooBig),
+    Unreachable(Unreachable),
     /// A non-first IP fragment, or a first one whose transport header we will not trust.
     Fragment,
     Other,
@@ -160,9 +211,15 @@ pub fn decode<'a>(frame: &Frame<'a>) -> Result<Option<Packet<'a>>, DecodeError> 
                 let mtu = u16::from_be_bytes([b[2], b[3]]) as u32;
                 quoted(icmp.payload(), mtu).map_or(Transport::Other, Transport::TooBig)
             }
+            Some(TransportSlice::Icmpv4(icmp)) if icmp.type_u8() == 3 => {
+                unreachable(false, icmp.type_u8(), icmp.code_u8(), icmp.payload())
+            }
             Some(TransportSlice::Icmpv6(icmp)) if icmp.type_u8() == 2 => {
                 let mtu = u32::from_be_bytes(icmp.bytes5to8());
                 quoted(icmp.payload(), mtu).map_or(Transport::Other, Transport::TooBig)
+            }
+            Some(TransportSlice::Icmpv6(icmp)) if icmp.type_u8() == 1 => {
+                unreachable(true, icmp.type_u8(), icmp.code_u8(), icmp.payload())
             }
             Some(_) => Transport::Other,
             None => match &sliced.stop_err {
@@ -180,6 +237,21 @@ pub fn decode<'a>(frame: &Frame<'a>) -> Result<Option<Packet<'a>>, DecodeError> 
         dont_fragment,
         transport,
     }))
+}
+
+fn unreachable(v6: bool, icmp_type: u8, code: u8, inner: &[u8]) -> Transport<'static> {
+    match quoted(inner, 0) {
+        Some(q) => Transport::Unreachable(Unreachable {
+            v6,
+            icmp_type,
+            code,
+            quoted_src: q.quoted_src,
+            quoted_dst: q.quoted_dst,
+            quoted_tcp: q.quoted_tcp,
+            quoted_seq: q.quoted_seq,
+        }),
+        None => Transport::Other,
+    }
 }
 
 /// The addresses and ports of the packet an ICMP error quotes (its IP header and at least the
@@ -213,10 +285,14 @@ fn quoted(inner: &[u8], next_hop_mtu: u32) -> Option<TooBig> {
         _ => return None,
     };
     let ports = l4.get(..4)?;
+    let quoted_seq = l4
+        .get(4..8)
+        .map(|b| SeqNumber(u32::from_be_bytes([b[0], b[1], b[2], b[3]])));
     Some(TooBig {
         next_hop_mtu,
         quoted_src: std::net::SocketAddr::new(src, u16::from_be_bytes([ports[0], ports[1]])),
         quoted_dst: std::net::SocketAddr::new(dst, u16::from_be_bytes([ports[2], ports[3]])),
         quoted_tcp: proto == 6,
+        quoted_seq,
     })
 }

@@ -38,7 +38,9 @@ impl AcceptQueue {
             return;
         }
         let server = self.servers.entry(conn.server).or_default();
-        if conn.syns.count <= 1 {
+        // The server answered the first SYN: a SYN the client repeated afterwards (its SYN-ACK
+        // was lost or late on the way back) is no sign of a full queue.
+        if conn.syns_before_syn_ack <= 1 {
             server.answered_at_once += 1;
             return;
         }
@@ -51,7 +53,7 @@ impl AcceptQueue {
         packets.push(synack.frame);
         let summary = format!(
             "{} answered {}'s connection only after {} SYNs, {delay} after the first.",
-            conn.server, conn.client, conn.syns.count
+            conn.server, conn.client, conn.syns_before_syn_ack
         );
         server.delayed.push(
             Draft {
@@ -61,7 +63,7 @@ impl AcceptQueue {
                 first_ts: first_syn.ts,
                 summary,
                 evidence: json!({
-                    "syn_attempts": conn.syns.count,
+                    "syn_attempts": conn.syns_before_syn_ack,
                     "syn_frames": conn.syns.frames(),
                     "synack_frame": synack.frame,
                     "handshake_delay_ms": delay.as_millis_f64(),

@@ -18,6 +18,8 @@ pub fn detect(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
     } else if conn.syns.count > 0
         && conn.to_client.packets == 0
         && conn.resets.count == 0
+        // A client that went on after its SYN had an answer the capture does not hold.
+        && !conn.answer_not_captured()
         && out.accepts(Kind::SynUnanswered, conn.server)
     {
         unanswered(conn, ctx, out);
@@ -25,23 +27,59 @@ pub fn detect(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
 }
 
 fn refused(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
-    let rst = conn.handshake_rst.expect("refused implies a reset");
     let first_syn = conn.syns.first.expect("refused implies a SYN");
     let last_syn = conn.syns.last.unwrap_or(first_syn);
     let port = conn.server.port();
     let host = conn.server.ip();
     let mut packets = conn.syns.frames();
-    packets.push(rst.frame);
-    let evidence = json!({
-        "syn_frames": conn.syns.frames(),
-        "syn_attempts": conn.syns.count,
-        "reset_frame": rst.frame,
-        "reset_after_ms": rst.ts.saturating_sub(last_syn.ts).as_millis_f64(),
-    });
-    let summary = format!(
-        "{} refused the connection from {}: it answered the SYN with a reset (frame {}).",
-        conn.server, conn.client, rst.frame
-    );
+    // The first refusal decides: a reset, or an ICMP unreachable from the host or a firewall.
+    let icmp = conn
+        .handshake_unreachable
+        .filter(|u| conn.handshake_rst.is_none_or(|r| u.at.frame < r.frame));
+    let (summary, evidence, next) = match (icmp, conn.handshake_rst) {
+        (Some(u), _) => {
+            packets.push(u.at.frame);
+            let summary = format!(
+                "The connection from {} to {} was refused: the SYN was answered with ICMP {} ({}, frame {}).",
+                conn.client,
+                conn.server,
+                u.name(),
+                u.type_code(),
+                u.at.frame
+            );
+            let evidence = json!({
+                "syn_frames": conn.syns.frames(),
+                "syn_attempts": conn.syns.count,
+                "refused_by": "icmp",
+                "icmp_frame": u.at.frame,
+                "icmp_type": u.icmp_type,
+                "icmp_code": u.code,
+                "icmp": format!("{}: {}", u.type_code(), u.name()),
+                "icmp_after_ms": u.at.ts.saturating_sub(last_syn.ts).as_millis_f64(),
+            });
+            let next = "A firewall on the path or on the host answers for the port (iptables REJECT sends ICMP port unreachable by default): iptables -S | grep -i reject; ip6tables -S | grep -i reject".to_string();
+            (summary, evidence, next)
+        }
+        (None, Some(rst)) => {
+            packets.push(rst.frame);
+            let summary = format!(
+                "{} refused the connection from {}: it answered the SYN with a reset (frame {}).",
+                conn.server, conn.client, rst.frame
+            );
+            let evidence = json!({
+                "syn_frames": conn.syns.frames(),
+                "syn_attempts": conn.syns.count,
+                "refused_by": "reset",
+                "reset_frame": rst.frame,
+                "reset_after_ms": rst.ts.saturating_sub(last_syn.ts).as_millis_f64(),
+            });
+            let next =
+                "Look for firewall rules that reject rather than drop: iptables -S | grep -i reject"
+                    .to_string();
+            (summary, evidence, next)
+        }
+        (None, None) => return,
+    };
     let causes = vec![cause(
         502,
         Some("-"),
@@ -56,8 +94,7 @@ fn refused(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
             format!(
                 "Check that the port configured for this backend in the balancer's server group is {port}, the one the service listens on."
             ),
-            "Look for firewall rules that reject rather than drop: iptables -S | grep -i reject"
-                .to_string(),
+            next,
         ],
     )];
     out.push(

@@ -221,11 +221,15 @@ impl Detector for Http {
                     }
                 }
             }
+            // Requests or responses alone cannot be paired; the capture's warnings say it is
+            // one-sided.
             Event::ConnectionFinalized {
                 conn,
                 http: Some(h),
                 ..
-            } if h.is_http() || h.transactions > 0 => http::on_connection(conn, h, ctx, out),
+            } if (h.is_http() || h.transactions > 0) && !conn.one_sided() => {
+                http::on_connection(conn, h, ctx, out)
+            }
             _ => {}
         }
     }

@@ -62,6 +62,12 @@ pub fn detect(conn: &Connection, http: Option<&HttpConn>, ctx: &Context<'_>, out
     if reset.after_both_fins || reset.at.frame == conn.first.frame {
         return;
     }
+    // With one direction missing from the capture, where the reset came in the exchange (and
+    // so what it explains) cannot be told: a server reset would look like one before any
+    // request, a client reset like one awaiting a response the capture never held.
+    if conn.one_sided() {
+        return;
+    }
     let (phase, basis) = match http {
         Some(h) => (Phase::from(h.phase()), "http"),
         None => (Phase::from(reset.phase), "tcp"),

@@ -241,7 +241,14 @@ impl TlsFindings {
         ctx: &Context<'_>,
         out: &mut Findings,
     ) {
-        if tls.established() || !out.accepts(Kind::TlsHandshakeFailure, conn.server) {
+        // One direction missing from the capture: the other side's half of the handshake was
+        // never seen, so its absence is no failure.
+        // An SSLv2 server's handshake is not followed: nothing can be said of how it ended.
+        if tls.handshake_completed()
+            || tls.server_sslv2
+            || conn.one_sided()
+            || !out.accepts(Kind::TlsHandshakeFailure, conn.server)
+        {
             return;
         }
         let alert = tls.alerts.iter().find(|a| a.fatal || a.description != 0);

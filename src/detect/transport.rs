@@ -3,6 +3,7 @@
 //! default a healthy network does not reach (docs/thresholds.md gives the reasoning).
 
 use super::{Context, Draft, Findings, cause};
+use crate::capture::Duration;
 use crate::flow::{Connection, Role, Side};
 use crate::report::{Kind, Severity};
 use serde_json::json;
@@ -49,7 +50,7 @@ fn oversize(conn: &Connection, from: Role, ctx: &Context<'_>, out: &mut Findings
     let never_acked_and_resent = tcp.large_unacked_retransmissions.count > 0
         && tcp.large_retransmitted_ip_len > mtu
         && tcp.large_segments_never_acked();
-    let offload = acked_over_mtu || !never_acked_and_resent;
+    let offload = acked_over_mtu || !never_acked_and_resent || conn.one_sided();
     let severity = if offload {
         Severity::Info
     } else {
@@ -102,7 +103,12 @@ fn oversize(conn: &Connection, from: Role, ctx: &Context<'_>, out: &mut Findings
 fn mtu_blackhole(conn: &Connection, from: Role, ctx: &Context<'_>, out: &mut Findings) -> bool {
     let tcp = &conn.side(from).tcp();
     let resent = &tcp.large_unacked_retransmissions;
-    if !conn.established || resent.count < 2 || !tcp.large_segments_never_acked() {
+    // Without the peer's direction no acknowledgement is ever seen: nothing was "never acked".
+    if !conn.established
+        || conn.one_sided()
+        || resent.count < 2
+        || !tcp.large_segments_never_acked()
+    {
         return false;
     }
     let Some(first) = resent.first else {
@@ -304,7 +310,13 @@ fn high_rtt(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
     let Some(synack) = conn.syn_acks.first else {
         return;
     };
-    let rtt = ack.ts.saturating_sub(syn.ts);
+    // The round trip is the SYN to the SYN-ACK that answered it, plus the SYN-ACK the ACK
+    // answered to the ACK: a SYN-ACK lost on its way to the client and sent again (the client
+    // repeating its SYN meanwhile) is a retransmission, not a slow path.
+    let answered = conn.rtt_syn_ack.unwrap_or(synack);
+    let syn_to_synack = synack.ts.saturating_sub(syn.ts);
+    let synack_to_ack = ack.ts.saturating_sub(answered.ts);
+    let rtt = Duration(syn_to_synack.0.saturating_add(synack_to_ack.0));
     if rtt < ctx.thresholds.rtt {
         return;
     }
@@ -321,13 +333,13 @@ fn high_rtt(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
         Draft {
             kind: Kind::HighRtt,
             severity: Severity::Warning,
-            packets: vec![syn.frame, synack.frame, ack.frame],
+            packets: vec![syn.frame, synack.frame, answered.frame, ack.frame],
             first_ts: syn.ts,
             summary,
             evidence: json!({
                 "rtt_ms": rtt.as_millis_f64(),
-                "syn_to_synack_ms": synack.ts.saturating_sub(syn.ts).as_millis_f64(),
-                "synack_to_ack_ms": ack.ts.saturating_sub(synack.ts).as_millis_f64(),
+                "syn_to_synack_ms": syn_to_synack.as_millis_f64(),
+                "synack_to_ack_ms": synack_to_ack.as_millis_f64(),
                 "threshold_ms": ctx.thresholds.rtt.as_millis_f64(),
             }),
             causes: vec![

@@ -42,6 +42,16 @@ pub struct Seen {
     pub ts: Timestamp,
 }
 
+impl Seen {
+    fn max_by_frame(self, other: Seen) -> Seen {
+        if other.frame > self.frame {
+            other
+        } else {
+            self
+        }
+    }
+}
+
 /// The first few frames of a repeated event; the count says how many there were in all.
 /// Small when empty: a half-open connection carries several of these.
 #[derive(Clone, Debug, Default)]
@@ -166,11 +176,20 @@ pub struct Connection {
     pub syn_acks: FrameList,
     /// The server answered a SYN with RST (no SYN-ACK yet at that point).
     pub handshake_rst: Option<Seen>,
+    /// An ICMP destination-unreachable quoting the client's SYN, before any SYN-ACK: a host,
+    /// router or firewall (iptables REJECT) refused the handshake on the server's behalf.
+    pub handshake_unreachable: Option<Unreachable>,
+    /// SYNs seen when the first SYN-ACK came: more than one means the server answered only a
+    /// retransmission; a SYN repeated after the answer is the client's duplicate, not a delay.
+    pub syns_before_syn_ack: u32,
     pub established: bool,
     /// The SYN the first SYN-ACK answered, and the client's first ACK after it: their distance
     /// is the round trip at any vantage point on the path.
     pub rtt_syn: Option<Seen>,
     pub rtt_ack: Option<Seen>,
+    /// The latest SYN-ACK before that ACK: when the first one was lost on its way to the client
+    /// and the server sent another, the ACK answers the later one.
+    pub rtt_syn_ack: Option<Seen>,
     /// ICMP "fragmentation needed" / "packet too big" messages about this connection's packets.
     pub too_big: FrameList,
     pub too_big_mtu: u32,
@@ -180,6 +199,35 @@ pub struct Connection {
     pub reset: Option<Reset>,
     pub to_server: Side,
     pub to_client: Side,
+    /// The deadline of this connection's current entry in the flow table's timer heap; other
+    /// entries for it are stale.
+    pub(super) queued: Timestamp,
+}
+
+/// An ICMP or ICMPv6 destination-unreachable message about one of the connection's packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unreachable {
+    pub at: Seen,
+    pub v6: bool,
+    pub icmp_type: u8,
+    pub code: u8,
+}
+
+impl Unreachable {
+    /// The message's name as the RFCs give it, e.g. "port unreachable".
+    pub fn name(&self) -> &'static str {
+        crate::decode::unreachable_name(self.v6, self.code)
+    }
+
+    /// "ICMP type 3 code 3" or "ICMPv6 type 1 code 4".
+    pub fn type_code(&self) -> String {
+        format!(
+            "{} type {} code {}",
+            if self.v6 { "ICMPv6" } else { "ICMP" },
+            self.icmp_type,
+            self.code
+        )
+    }
 }
 
 impl Connection {
@@ -201,9 +249,12 @@ impl Connection {
             syns: FrameList::default(),
             syn_acks: FrameList::default(),
             handshake_rst: None,
+            handshake_unreachable: None,
+            syns_before_syn_ack: 0,
             established: false,
             rtt_syn: None,
             rtt_ack: None,
+            rtt_syn_ack: None,
             too_big: FrameList::default(),
             too_big_mtu: 0,
             too_big_for: None,
@@ -211,6 +262,20 @@ impl Connection {
             reset: None,
             to_server: Side::default(),
             to_client: Side::default(),
+            queued: Timestamp(i64::MIN),
+        }
+    }
+
+    /// Records SYNs of the client that carried nothing else (no payload, no FIN, within the
+    /// MTU), as [`Connection::on_segment`] would: the flow table keeps half-open connections in
+    /// a compact form and rebuilds the connection from them.
+    pub(super) fn replay_syns(&mut self, isn: SeqNumber, syns: impl Iterator<Item = Seen>) {
+        for at in syns {
+            self.last = at;
+            self.syns.push(at);
+            self.client_isn.get_or_insert(isn);
+            self.to_server.stream.start_at(isn.plus(1));
+            self.to_server.packets += 1;
         }
     }
 
@@ -243,12 +308,50 @@ impl Connection {
     pub fn is_closed(&self) -> bool {
         self.reset.is_some()
             || self.handshake_rst.is_some()
+            || self.handshake_unreachable.is_some()
             || (self.to_server.fin.is_some() && self.to_client.fin.is_some())
     }
 
-    /// The server refused the handshake and never accepted it afterwards.
+    /// The server refused the handshake (RST, or ICMP unreachable) and never accepted it
+    /// afterwards.
     pub fn refused(&self) -> bool {
-        self.handshake_rst.is_some() && self.syn_acks.count == 0
+        (self.handshake_rst.is_some() || self.handshake_unreachable.is_some())
+            && self.syn_acks.count == 0
+    }
+
+    /// Only one direction of the connection is in the capture, though that side shows an
+    /// exchange under way: a client that acknowledges or sends data after its SYN had its
+    /// SYN-ACK, which the capture does not hold (asymmetric routing, a one-way span port).
+    pub fn one_sided(&self) -> bool {
+        let client_only = self.to_client.packets == 0
+            && (self.to_server.payload_bytes > 0
+                || self.to_server.packets > self.syns.count as u64);
+        let server_only = self.to_server.packets == 0
+            && (self.to_client.payload_bytes > 0
+                || self.to_client.packets > self.syn_acks.count as u64);
+        client_only || server_only
+    }
+
+    /// The SYN-ACK is missing while the client went on as though it had one (it acknowledged
+    /// or sent data after its SYN), or the server sent data: the handshake was answered.
+    pub fn answer_not_captured(&self) -> bool {
+        self.syn_acks.count == 0
+            && (self.to_client.payload_bytes > 0
+                || self.to_server.payload_bytes > 0
+                || self.to_server.packets > self.syns.count as u64)
+    }
+
+    /// Records an ICMP destination-unreachable about a packet the client sent. Before any
+    /// SYN-ACK it refuses the handshake; later ones say nothing the TCP exchange does not.
+    pub fn on_unreachable(&mut self, about_client: bool, msg: Unreachable) {
+        if about_client
+            && self.syns.count > 0
+            && self.syn_acks.count == 0
+            && self.handshake_unreachable.is_none()
+        {
+            self.handshake_unreachable = Some(msg);
+            self.last = self.last.max_by_frame(msg.at);
+        }
     }
 
     fn side_mut(&mut self, from: Role) -> &mut Side {
@@ -278,6 +381,7 @@ impl Connection {
         } else if flags.syn() && flags.ack() && from == Role::Server {
             if self.syn_acks.count == 0 {
                 self.rtt_syn = self.syns.last;
+                self.syns_before_syn_ack = self.syns.count;
             }
             self.syn_acks.push(at);
             self.to_client.stream.start_at(seg.seq.plus(1));
@@ -285,6 +389,7 @@ impl Connection {
             self.established = true;
             if from == Role::Client && flags.ack() && self.rtt_ack.is_none() {
                 self.rtt_ack = Some(at);
+                self.rtt_syn_ack = self.syn_acks.last;
             }
         }
 

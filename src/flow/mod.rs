@@ -8,6 +8,7 @@ mod transport;
 
 pub use connection::{
     ConnRef, Connection, FrameList, IDLE_AFTER, Reset, Role, RoleSource, Seen, Side, TcpPhase,
+    Unreachable,
 };
 pub use reassembly::{Budget, Reassembler, StreamEvent};
 pub use seq::SeqNumber;

@@ -2,12 +2,15 @@
 //! gone idle (in capture time) are finalized and freed as the capture advances, so memory
 //! follows the number of live connections, not the length of the capture.
 
-use super::connection::{ConnRef, Connection, Role, RoleSource, Seen};
+use super::SeqNumber;
+use super::connection::{ConnRef, Connection, Role, RoleSource, Seen, Unreachable};
 use super::reassembly::{Budget, StreamEvent};
 use crate::capture::{Duration, Timestamp};
-use crate::decode::TcpSegment;
+use crate::decode::{self, TcpSegment};
+use hashbrown::HashTable;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 
 #[derive(Clone, Copy, Debug)]
@@ -91,6 +94,169 @@ pub struct FlowStats {
     pub connections: u64,
     pub evicted_early: u64,
     pub peak_live: usize,
+    /// Finalized connections of which the capture holds only one direction.
+    pub one_sided: u64,
+    /// The first frame of the first such connection.
+    pub first_one_sided: Option<u64>,
+}
+
+/// SYNs a half-open connection keeps in its compact form; one more makes it a full connection.
+const HALF_OPEN_SYNS: usize = 4;
+
+/// A connection that is so far only its client's SYN (and up to three retransmissions of it):
+/// about a tenth of a full [`Connection`], so a SYN flood of half a million sources stays in
+/// tens of megabytes. It becomes a full connection with its next other packet.
+#[derive(Clone, Copy, Debug)]
+struct HalfOpen {
+    key: FlowKey,
+    serial: u64,
+    first: Seen,
+    last_ts: Timestamp,
+    /// The deadline of its entry in the timer heap.
+    queued: Timestamp,
+    isn: SeqNumber,
+    /// Frames of the retransmissions, as offsets from the first SYN's frame.
+    again: [u32; HALF_OPEN_SYNS - 1],
+    syns: u8,
+    client_is_low: bool,
+}
+
+impl HalfOpen {
+    fn client(&self) -> SocketAddr {
+        let (ip, port) = if self.client_is_low {
+            self.key.low
+        } else {
+            self.key.high
+        };
+        SocketAddr::new(ip, port)
+    }
+
+    fn server(&self) -> SocketAddr {
+        let (ip, port) = if self.client_is_low {
+            self.key.high
+        } else {
+            self.key.low
+        };
+        SocketAddr::new(ip, port)
+    }
+
+    /// Records a retransmission; false when it does not fit the compact form.
+    fn add_syn(&mut self, at: Seen) -> bool {
+        let n = self.syns as usize;
+        let Ok(offset) = u32::try_from(at.frame.saturating_sub(self.first.frame)) else {
+            return false;
+        };
+        if n >= HALF_OPEN_SYNS || offset == 0 {
+            return false;
+        }
+        self.again[n - 1] = offset;
+        self.syns += 1;
+        self.last_ts = at.ts;
+        true
+    }
+
+    fn into_connection(self) -> Connection {
+        let mut conn = Connection::new(
+            self.serial,
+            self.client(),
+            self.server(),
+            RoleSource::Syn,
+            self.first,
+        );
+        let later = self.again[..self.syns as usize - 1]
+            .iter()
+            .map(|&off| Seen {
+                frame: self.first.frame + off as u64,
+                // Only the last retransmission's time is kept, and only it is read: a frame
+                // list keeps the time of its first and last entries.
+                ts: self.last_ts,
+            });
+        conn.replay_syns(self.isn, std::iter::once(self.first).chain(later));
+        conn.queued = self.queued;
+        conn
+    }
+}
+
+/// Half-open connections: the records in a slab, and an index of 4-byte slot numbers hashed by
+/// each record's key, so the key is stored once.
+struct HalfOpenTable {
+    index: HashTable<u32>,
+    slots: Vec<HalfOpen>,
+    free: Vec<u32>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl HalfOpenTable {
+    fn new() -> HalfOpenTable {
+        HalfOpenTable {
+            index: HashTable::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn find(&self, key: &FlowKey) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(self.hasher.hash_one(key), |&i| {
+                slots[i as usize].key == *key
+            })
+            .copied()
+    }
+
+    fn get_mut(&mut self, slot: u32) -> &mut HalfOpen {
+        &mut self.slots[slot as usize]
+    }
+
+    fn insert(&mut self, rec: HalfOpen) {
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = rec;
+                i
+            }
+            None => {
+                self.slots.push(rec);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index
+            .insert_unique(hasher.hash_one(rec.key), slot, |&i| {
+                hasher.hash_one(slots[i as usize].key)
+            });
+    }
+
+    fn remove(&mut self, key: &FlowKey) -> Option<HalfOpen> {
+        let slots = &self.slots;
+        let entry = self
+            .index
+            .find_entry(self.hasher.hash_one(key), |&i| {
+                slots[i as usize].key == *key
+            })
+            .ok()?;
+        let (slot, _) = entry.remove();
+        self.free.push(slot);
+        Some(self.slots[slot as usize])
+    }
+
+    /// The slots of every record in the order the connections were first seen, emptying the
+    /// index (the records stay in the slab until the table is dropped).
+    fn drain_in_order(&mut self) -> Vec<u32> {
+        let mut order: Vec<u32> = self.index.drain().collect();
+        let slots = &self.slots;
+        order.sort_by_key(|&i| slots[i as usize].serial);
+        order
+    }
+}
+
+/// A pure SYN that a half-open record can stand for: nothing in it but the SYN.
+fn compact_syn(seg: &TcpSegment<'_>, mtu: u32) -> bool {
+    seg.wire_payload_len == 0 && !seg.flags.fin() && seg.ip_len <= mtu
 }
 
 pub struct FlowTable {
@@ -100,6 +266,9 @@ pub struct FlowTable {
     /// several times faster and still seeded per process, so a crafted capture cannot aim
     /// collisions at it.
     live: HashMap<FlowKey, Box<Connection>, foldhash::fast::RandomState>,
+    /// Connections that are only a SYN so far, in compact form (a 4-tuple is in one table at
+    /// most).
+    half_open: HalfOpenTable,
     /// Lazy deadlines: an entry may be stale; it is checked against the connection when popped.
     deadlines: BinaryHeap<Reverse<(Timestamp, u64, FlowKey)>>,
     pub budget: Budget,
@@ -113,6 +282,7 @@ impl FlowTable {
             budget: Budget::new(limits.max_ooo_per_connection, limits.max_ooo_total),
             limits,
             live: HashMap::default(),
+            half_open: HalfOpenTable::new(),
             deadlines: BinaryHeap::new(),
             stats: FlowStats::default(),
             now: Timestamp(i64::MIN),
@@ -120,7 +290,7 @@ impl FlowTable {
     }
 
     pub fn live(&self) -> usize {
-        self.live.len()
+        self.live.len() + self.half_open.len()
     }
 
     fn deadline(&self, c: &Connection) -> Timestamp {
@@ -130,6 +300,18 @@ impl FlowTable {
             self.limits.idle_timeout
         };
         c.last.ts.saturating_add(wait)
+    }
+
+    fn push_deadline(&mut self, when: Timestamp, serial: u64, key: FlowKey) {
+        // Entries left behind by connections that closed early or became full connections wait
+        // in the heap until their time; rebuilding it from the valid ones keeps it in
+        // proportion to the live connections.
+        if self.deadlines.len() > 2 * self.live() + 1024 {
+            let (live, half) = (&self.live, &self.half_open);
+            self.deadlines
+                .retain(|Reverse((when, serial, key))| valid(live, half, *when, *serial, key));
+        }
+        self.deadlines.push(Reverse((when, serial, key)));
     }
 
     /// Feeds one TCP segment. Connections it ends (a reused 4-tuple) and connections whose time
@@ -148,10 +330,22 @@ impl FlowTable {
         }
         let key = FlowKey::new(src, dst);
         let pure_syn = seg.flags.syn() && !seg.flags.ack() && !seg.flags.rst();
+        let compact = pure_syn && compact_syn(seg, self.limits.mtu);
+
+        if let Some(slot) = self.half_open.find(&key) {
+            let half = self.half_open.get_mut(slot);
+            // A retransmission of the SYN stays compact; anything else makes it a full
+            // connection, which the path below then handles like any other.
+            if compact && src == half.client() && seg.seq == half.isn && half.add_syn(at) {
+                return;
+            }
+            self.promote(&key);
+        }
 
         // The common case, a packet of a known connection, costs one lookup.
         match self.live.get_mut(&key) {
             Some(conn) if !(pure_syn && starts_new_connection(conn, src, seg)) => {
+                let closed = conn.is_closed();
                 Self::apply(
                     conn,
                     src,
@@ -161,6 +355,9 @@ impl FlowTable {
                     &mut self.budget,
                     observer,
                 );
+                if !closed && conn.is_closed() {
+                    self.closed(&key);
+                }
                 return;
             }
             Some(_) => {
@@ -170,8 +367,27 @@ impl FlowTable {
             None => {}
         }
 
-        if self.live.len() >= self.limits.max_connections {
+        if self.live() >= self.limits.max_connections {
             self.evict_one(observer);
+        }
+        self.stats.connections += 1;
+        let serial = self.stats.connections;
+        let idle_deadline = at.ts.saturating_add(self.limits.idle_timeout);
+        if compact {
+            self.half_open.insert(HalfOpen {
+                key,
+                serial,
+                first: at,
+                last_ts: at.ts,
+                queued: idle_deadline,
+                isn: seg.seq,
+                again: [0; HALF_OPEN_SYNS - 1],
+                syns: 1,
+                client_is_low: (src.ip(), src.port()) == key.low,
+            });
+            self.push_deadline(idle_deadline, serial, key);
+            self.stats.peak_live = self.stats.peak_live.max(self.live());
+            return;
         }
         let (client, server, roles) = if pure_syn {
             (src, dst, RoleSource::Syn)
@@ -181,13 +397,9 @@ impl FlowTable {
             let (c, s) = server_by_ports(src, dst);
             (c, s, RoleSource::Ports)
         };
-        self.stats.connections += 1;
-        let conn = Connection::new(self.stats.connections, client, server, roles, at);
-        self.deadlines.push(Reverse((
-            at.ts.saturating_add(self.limits.idle_timeout),
-            conn.serial,
-            key,
-        )));
+        let mut conn = Connection::new(serial, client, server, roles, at);
+        conn.queued = idle_deadline;
+        self.push_deadline(idle_deadline, serial, key);
         let conn = self.live.entry(key).insert_entry(Box::new(conn)).into_mut();
         Self::apply(
             conn,
@@ -198,7 +410,31 @@ impl FlowTable {
             &mut self.budget,
             observer,
         );
-        self.stats.peak_live = self.stats.peak_live.max(self.live.len());
+        if conn.is_closed() {
+            self.closed(&key);
+        }
+        self.stats.peak_live = self.stats.peak_live.max(self.live());
+    }
+
+    /// A half-open connection becomes a full one; its timer entry stays valid.
+    fn promote(&mut self, key: &FlowKey) -> Option<&mut Connection> {
+        let half = self.half_open.remove(key)?;
+        let conn = Box::new(half.into_connection());
+        Some(self.live.entry(*key).insert_entry(conn).into_mut())
+    }
+
+    /// The connection just closed: it is due after the close linger, sooner than the idle
+    /// deadline its timer entry was pushed with.
+    fn closed(&mut self, key: &FlowKey) {
+        let Some(conn) = self.live.get_mut(key) else {
+            return;
+        };
+        let due = conn.last.ts.saturating_add(self.limits.close_linger);
+        if due < conn.queued {
+            conn.queued = due;
+            let serial = conn.serial;
+            self.push_deadline(due, serial, *key);
+        }
     }
 
     fn apply(
@@ -221,6 +457,14 @@ impl FlowTable {
         });
     }
 
+    /// The live connection of this 4-tuple, made a full connection if it was half-open.
+    fn connection_mut(&mut self, key: &FlowKey) -> Option<&mut Connection> {
+        if self.half_open.find(key).is_some() {
+            return self.promote(key);
+        }
+        self.live.get_mut(key).map(|c| &mut **c)
+    }
+
     /// Records an ICMP too-big message on the connection whose packet it quotes. Returns false
     /// when no live connection matches.
     pub fn note_too_big(
@@ -230,7 +474,7 @@ impl FlowTable {
         mtu: u32,
         at: Seen,
     ) -> bool {
-        match self.live.get_mut(&FlowKey::new(sender, receiver)) {
+        match self.connection_mut(&FlowKey::new(sender, receiver)) {
             Some(conn) => {
                 conn.too_big.push(at);
                 conn.too_big_mtu = mtu;
@@ -245,21 +489,66 @@ impl FlowTable {
         }
     }
 
+    /// Records an ICMP destination-unreachable on the connection whose packet it quotes: one
+    /// about the client's SYN refuses the handshake. Returns false when no live connection
+    /// matches.
+    pub fn note_unreachable(&mut self, msg: &decode::Unreachable, at: Seen) -> bool {
+        let key = FlowKey::new(msg.quoted_src, msg.quoted_dst);
+        let Some(conn) = self.connection_mut(&key) else {
+            return false;
+        };
+        // The quoted sequence number names the packet: the SYN carries the client's ISN.
+        let about_syn = msg.quoted_src == conn.client
+            && msg
+                .quoted_seq
+                .is_none_or(|seq| Some(seq) == conn.client_isn);
+        let closed = conn.is_closed();
+        conn.on_unreachable(
+            about_syn,
+            Unreachable {
+                at,
+                v6: msg.v6,
+                icmp_type: msg.icmp_type,
+                code: msg.code,
+            },
+        );
+        if !closed && conn.is_closed() {
+            self.closed(&key);
+        }
+        true
+    }
+
     fn expire(&mut self, observer: &mut dyn FlowObserver) {
         while let Some(Reverse((when, serial, key))) = self.deadlines.peek().copied() {
             if when > self.now {
                 break;
             }
             self.deadlines.pop();
+            if let Some(slot) = self.half_open.find(&key) {
+                let half = self.half_open.get_mut(slot);
+                if half.serial != serial || half.queued != when {
+                    continue;
+                }
+                let due = half.last_ts.saturating_add(self.limits.idle_timeout);
+                if due > self.now {
+                    half.queued = due;
+                    self.push_deadline(due, serial, key);
+                    continue;
+                }
+                let half = self.half_open.remove(&key).expect("present");
+                self.finalize(Box::new(half.into_connection()), observer);
+                continue;
+            }
             let Some(conn) = self.live.get(&key) else {
                 continue;
             };
-            if conn.serial != serial {
+            if conn.serial != serial || conn.queued != when {
                 continue;
             }
             let due = self.deadline(conn);
             if due > self.now {
-                self.deadlines.push(Reverse((due, serial, key)));
+                self.live.get_mut(&key).expect("present").queued = due;
+                self.push_deadline(due, serial, key);
                 continue;
             }
             let conn = self.live.remove(&key).expect("present");
@@ -268,13 +557,17 @@ impl FlowTable {
     }
 
     fn evict_one(&mut self, observer: &mut dyn FlowObserver) {
-        while let Some(Reverse((_, serial, key))) = self.deadlines.pop() {
-            if self.live.get(&key).is_some_and(|c| c.serial == serial) {
-                let conn = self.live.remove(&key).expect("present");
-                self.stats.evicted_early += 1;
-                self.finalize(conn, observer);
-                return;
+        while let Some(Reverse((when, serial, key))) = self.deadlines.pop() {
+            if !valid(&self.live, &self.half_open, when, serial, &key) {
+                continue;
             }
+            self.stats.evicted_early += 1;
+            let conn = match self.half_open.remove(&key) {
+                Some(half) => Box::new(half.into_connection()),
+                None => self.live.remove(&key).expect("valid"),
+            };
+            self.finalize(conn, observer);
+            return;
         }
     }
 
@@ -283,18 +576,53 @@ impl FlowTable {
         conn.finish_streams(&mut self.budget, &mut |role, ev| {
             observer.on_stream(id, role, ev)
         });
+        if conn.one_sided() {
+            self.stats.one_sided += 1;
+            self.stats.first_one_sided.get_or_insert(conn.first.frame);
+        }
         observer.on_finalized(*conn);
     }
 
     /// Finalizes every live connection, in the order they were first seen.
     pub fn finish(&mut self, observer: &mut dyn FlowObserver) {
+        self.deadlines = BinaryHeap::new();
         let mut rest: Vec<Box<Connection>> = self.live.drain().map(|(_, c)| c).collect();
         rest.sort_by_key(|c| c.serial);
-        self.deadlines.clear();
-        for conn in rest {
+        let half = self.half_open.drain_in_order();
+        // Half-open records become full connections one at a time, so a flood of them never
+        // exists at full size all at once.
+        let (mut rest, mut half) = (rest.into_iter().peekable(), half.into_iter().peekable());
+        loop {
+            let next_half = half.peek().map(|&i| self.half_open.slots[i as usize]);
+            let conn = match (rest.peek(), next_half) {
+                (Some(c), Some(h)) if c.serial < h.serial => rest.next().expect("peeked"),
+                (_, Some(h)) => {
+                    half.next();
+                    Box::new(h.into_connection())
+                }
+                (Some(_), None) => rest.next().expect("peeked"),
+                (None, None) => break,
+            };
             self.finalize(conn, observer);
         }
+        self.half_open = HalfOpenTable::new();
     }
+}
+
+/// Whether a timer entry is the current one of a live connection.
+fn valid(
+    live: &HashMap<FlowKey, Box<Connection>, foldhash::fast::RandomState>,
+    half: &HalfOpenTable,
+    when: Timestamp,
+    serial: u64,
+    key: &FlowKey,
+) -> bool {
+    if let Some(slot) = half.find(key) {
+        let h = &half.slots[slot as usize];
+        return h.serial == serial && h.queued == when;
+    }
+    live.get(key)
+        .is_some_and(|c| c.serial == serial && c.queued == when)
 }
 
 /// A SYN on a known 4-tuple opens a new connection when it cannot be a retransmission of the
@@ -534,5 +862,190 @@ mod test {
         }
         assert_eq!(done.done.len(), 3);
         assert_eq!(table.stats.evicted_early, 3);
+    }
+
+    #[test]
+    fn regression_closed_connection_lingers_close_linger_not_idle_timeout() {
+        let mut table = FlowTable::new(FlowLimits::default());
+        let mut done = Collect::default();
+        let c: SocketAddr = C.parse().unwrap();
+        let s: SocketAddr = S.parse().unwrap();
+        let seg = |flags: u8, seq: u32| TcpSegment {
+            src_port: 0,
+            dst_port: 0,
+            seq: SeqNumber(seq),
+            ack: SeqNumber(0),
+            flags: TcpFlags(flags),
+            window: 1000,
+            payload: b"",
+            wire_payload_len: 0,
+            ip_len: 40,
+            dont_fragment: true,
+        };
+        let at = |frame: u64, secs: f64| Seen {
+            frame,
+            ts: Timestamp::from_secs_f64(secs),
+        };
+        table.on_segment(c, s, &seg(SYN, 100), at(1, 0.0), &mut done);
+        table.on_segment(s, c, &seg(SYNACK, 500), at(2, 0.01), &mut done);
+        table.on_segment(c, s, &seg(ACK, 101), at(3, 0.02), &mut done);
+        // Closed with both FINs at 20 s, long after its idle deadline entry was pushed.
+        table.on_segment(c, s, &seg(FIN, 101), at(4, 20.0), &mut done);
+        table.on_segment(s, c, &seg(FIN, 501), at(5, 20.01), &mut done);
+        let other: SocketAddr = "10.0.0.3:1".parse().unwrap();
+        table.on_segment(other, s, &seg(SYN, 1), at(6, 24.0), &mut done);
+        assert!(done.done.is_empty(), "still within the 5 s linger");
+        table.on_segment(other, s, &seg(SYN, 1), at(7, 25.5), &mut done);
+        assert_eq!(done.done.len(), 1, "finalized 5 s after it closed");
+        assert_eq!(done.done[0].serial, 1);
+
+        // A reset closes too.
+        let third: SocketAddr = "10.0.0.4:2".parse().unwrap();
+        table.on_segment(third, s, &seg(SYN, 9), at(8, 30.0), &mut done);
+        table.on_segment(s, third, &seg(SYNACK, 50), at(9, 30.01), &mut done);
+        table.on_segment(third, s, &seg(RST, 10), at(10, 31.0), &mut done);
+        table.on_segment(other, s, &seg(SYN, 1), at(11, 36.5), &mut done);
+        assert!(done.done.iter().any(|c| c.client == third));
+    }
+
+    #[test]
+    fn test_half_open_becomes_full_connection_with_its_syns() {
+        let conns = run(&[
+            (C, SYN, 100, b"", 0.0),
+            (C, SYN, 100, b"", 1.0),
+            (C, SYN, 100, b"", 3.0),
+            (S, SYNACK, 500, b"", 3.01),
+            (C, ACK, 101, b"", 3.02),
+        ]);
+        assert_eq!(conns.len(), 1);
+        let c = &conns[0];
+        assert_eq!(c.syns.frames(), vec![1, 2, 3]);
+        assert_eq!(c.syns.last.unwrap().ts, Timestamp::from_secs_f64(3.0));
+        assert_eq!(c.syns_before_syn_ack, 3);
+        assert_eq!(c.rtt_syn.unwrap().frame, 3);
+        assert_eq!(c.to_server.packets, 4);
+        assert_eq!(c.client_isn, Some(SeqNumber(100)));
+        assert!(c.established);
+    }
+
+    #[test]
+    fn test_half_open_many_retransmissions_keep_every_frame() {
+        let p: Vec<_> = (0..10).map(|i| (C, SYN, 100, &b""[..], i as f64)).collect();
+        let conns = run(&p);
+        assert_eq!(conns.len(), 1);
+        assert_eq!(conns[0].syns.count, 10);
+        assert_eq!(conns[0].syns.frames(), vec![1, 2, 3, 4, 5, 6, 7, 8, 10]);
+        assert_eq!(conns[0].last.frame, 10);
+    }
+
+    #[test]
+    fn test_half_open_finalized_in_serial_order_with_full_ones() {
+        let mut table = FlowTable::new(FlowLimits::default());
+        let mut done = Collect::default();
+        let s: SocketAddr = S.parse().unwrap();
+        for port in 1..=6u16 {
+            let c = SocketAddr::new("10.0.0.9".parse().unwrap(), port);
+            let flags = if port % 2 == 0 { SYN } else { PSH };
+            let seg = TcpSegment {
+                src_port: port,
+                dst_port: 80,
+                seq: SeqNumber(1),
+                ack: SeqNumber(0),
+                flags: TcpFlags(flags),
+                window: 0,
+                payload: b"x",
+                wire_payload_len: if flags == SYN { 0 } else { 1 },
+                ip_len: 41,
+                dont_fragment: true,
+            };
+            let at = Seen {
+                frame: port as u64,
+                ts: Timestamp(port as i64),
+            };
+            table.on_segment(c, s, &seg, at, &mut done);
+        }
+        assert_eq!(table.live(), 6);
+        table.finish(&mut done);
+        let serials: Vec<u64> = done.done.iter().map(|c| c.serial).collect();
+        assert_eq!(serials, vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn regression_icmp_unreachable_answers_syn() {
+        let mut table = FlowTable::new(FlowLimits::default());
+        let mut done = Collect::default();
+        let c: SocketAddr = C.parse().unwrap();
+        let s: SocketAddr = S.parse().unwrap();
+        let syn = TcpSegment {
+            src_port: 40000,
+            dst_port: 80,
+            seq: SeqNumber(100),
+            ack: SeqNumber(0),
+            flags: TcpFlags(SYN),
+            window: 0,
+            payload: b"",
+            wire_payload_len: 0,
+            ip_len: 60,
+            dont_fragment: true,
+        };
+        let at = |frame: u64, secs: f64| Seen {
+            frame,
+            ts: Timestamp::from_secs_f64(secs),
+        };
+        table.on_segment(c, s, &syn, at(1, 0.0), &mut done);
+        let msg = decode::Unreachable {
+            v6: false,
+            icmp_type: 3,
+            code: 3,
+            quoted_src: c,
+            quoted_dst: s,
+            quoted_tcp: true,
+            quoted_seq: Some(SeqNumber(100)),
+        };
+        assert!(table.note_unreachable(&msg, at(2, 0.001)));
+        table.finish(&mut done);
+        let conn = &done.done[0];
+        assert!(conn.refused());
+        assert!(conn.is_closed());
+        let u = conn.handshake_unreachable.unwrap();
+        assert_eq!((u.at.frame, u.icmp_type, u.code), (2, 3, 3));
+        assert_eq!(u.name(), "port unreachable");
+    }
+
+    #[test]
+    fn test_unreachable_about_a_later_packet_is_not_a_refusal() {
+        let mut table = FlowTable::new(FlowLimits::default());
+        let mut done = Collect::default();
+        let c: SocketAddr = C.parse().unwrap();
+        let s: SocketAddr = S.parse().unwrap();
+        let syn = TcpSegment {
+            src_port: 40000,
+            dst_port: 80,
+            seq: SeqNumber(100),
+            ack: SeqNumber(0),
+            flags: TcpFlags(SYN),
+            window: 0,
+            payload: b"",
+            wire_payload_len: 0,
+            ip_len: 60,
+            dont_fragment: true,
+        };
+        let at = |frame: u64| Seen {
+            frame,
+            ts: Timestamp(frame as i64),
+        };
+        table.on_segment(c, s, &syn, at(1), &mut done);
+        let msg = decode::Unreachable {
+            v6: false,
+            icmp_type: 3,
+            code: 1,
+            quoted_src: c,
+            quoted_dst: s,
+            quoted_tcp: true,
+            quoted_seq: Some(SeqNumber(5000)),
+        };
+        table.note_unreachable(&msg, at(2));
+        table.finish(&mut done);
+        assert!(!done.done[0].refused());
     }
 }

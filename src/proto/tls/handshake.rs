@@ -118,6 +118,28 @@ pub fn client_hello(body: &[u8]) -> Option<ClientHello> {
     Some(hello)
 }
 
+/// An SSLv2-compatible ClientHello (RFC 5246 E.2) from its message type byte on: the version it
+/// offers is the highest it speaks; it has no extensions.
+pub fn sslv2_client_hello(msg: &[u8]) -> Option<ClientHello> {
+    let mut r = Reader::new(msg);
+    if r.u8()? != 1 {
+        return None;
+    }
+    let version = r.u16()?;
+    let ciphers = r.u16()? as usize;
+    let session = r.u16()? as usize;
+    let challenge = r.u16()? as usize;
+    r.take(ciphers)?;
+    r.take(session)?;
+    r.take(challenge)?;
+    Some(ClientHello {
+        legacy_version: version,
+        sni: None,
+        versions: vec![version],
+        alpn: Vec::new(),
+    })
+}
+
 pub fn server_hello(body: &[u8]) -> Option<ServerHello> {
     let mut r = Reader::new(body);
     let legacy = r.u16()?;
