@@ -1,7 +1,7 @@
 //! The one or two sentences at the top of each capture's report, for a reader who has never
 //! read a TCP trace: what went wrong, where, and what a load balancer would answer.
 
-use crate::report::{CaptureSummary, Finding, Kind, Severity};
+use crate::report::{Actor, CaptureSummary, Finding, Kind, Severity};
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
@@ -13,12 +13,8 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     }
 }
 
-fn number(f: &Finding, key: &str) -> f64 {
-    f.evidence.get(key).and_then(|v| v.as_f64()).unwrap_or(0.0)
-}
-
-fn text<'a>(f: &'a Finding, key: &str) -> &'a str {
-    f.evidence.get(key).and_then(|v| v.as_str()).unwrap_or("")
+fn by(f: &Finding) -> &'static str {
+    f.facts.by.map_or("", Actor::as_str)
 }
 
 /// One sentence about `n` findings like `f`.
@@ -35,7 +31,7 @@ fn sentence(f: &Finding, n: usize) -> String {
             "{} to {server} got no answer at all, as if a firewall silently dropped {them} or the host was down; a load balancer reports this as 504 or 502.",
             plural(n, "connection attempt", "connection attempts"),
         ),
-        Kind::ConnectionReset if text(f, "by") == "server" => format!(
+        Kind::ConnectionReset if f.facts.by == Some(Actor::Server) => format!(
             "The server {server} abruptly reset {} while a request was waiting for its answer; a load balancer reports this as 502.",
             plural(n, "connection", "connections")
         ),
@@ -49,22 +45,22 @@ fn sentence(f: &Finding, n: usize) -> String {
         ),
         Kind::MtuBlackhole => format!(
             "Large packets to or from {server} vanish while small ones get through ({} bytes never arrived): the path MTU is smaller than the packets and the ICMP message that would say so is blocked, so health checks pass but long requests fail with 502 or 504.",
-            number(f, "unacknowledged_ip_len")
+            f.facts.unacknowledged_ip_len.unwrap_or(0)
         ),
         Kind::PacketLoss => format!(
             "Packets are being lost between {} and {server} ({:.1}% retransmitted), stretching exchanges into timeouts (504, 408 or 499).",
             f.flow.client,
-            number(f, "retransmission_rate") * 100.0
+            f.facts.retransmission_rate.unwrap_or(0.0) * 100.0
         ),
         Kind::HighRtt => format!(
             "The round trip between {} and {server} is slow ({:.0} ms for the handshake), so every exchange is slow; clients may give up (499) or requests time out (408).",
             f.flow.client,
-            number(f, "rtt_ms")
+            f.facts.rtt_ms.unwrap_or(0.0)
         ),
         Kind::ZeroWindow => format!(
             "The {} stopped reading for up to {:.1} s on {}, stalling the transfer (504 or 408 once a timeout hits).",
-            text(f, "receiver"),
-            number(f, "longest_ms") / 1000.0,
+            f.facts.receiver.map_or("receiver", Actor::as_str),
+            f.facts.longest_stall_ms.unwrap_or(0.0) / 1000.0,
             plural(n, "connection", "connections")
         ),
         Kind::OversizePacket => format!(
@@ -95,7 +91,7 @@ fn sentence(f: &Finding, n: usize) -> String {
         Kind::ErrorStatus => format!(
             "{server} itself answered {} with an error status ({}); a load balancer passes that through, so look at the server's own logs.",
             plural(n, "request", "requests"),
-            number(f, "status")
+            f.facts.status.map_or("?".to_string(), |s| s.to_string())
         ),
         Kind::MalformedRequest
         | Kind::HeaderTooLarge
@@ -123,12 +119,12 @@ fn sentence(f: &Finding, n: usize) -> String {
         ),
         Kind::TlsSniMismatch => format!(
             "{server} presents a certificate that does not cover the name the client asked for ({}), so clients that check names fail; behind a load balancer this shows up as 502.",
-            text(f, "sni")
+            f.facts.sni.as_deref().unwrap_or("")
         ),
         Kind::TlsHandshakeFailure => format!(
             "The TLS handshake with {server} failed on {} ({}); no request could be sent, which a load balancer reports as 502 on a backend leg.",
             plural(n, "connection", "connections"),
-            f.evidence.get("alert").and_then(|v| v.as_str()).map_or(
+            f.facts.alert.as_deref().map_or(
                 "the connection closed during the handshake".to_string(),
                 |a| format!("{a} alert")
             )
@@ -156,7 +152,7 @@ pub fn verdict(capture: &CaptureSummary, findings: &[Finding]) -> String {
     // Group problems by severity, kind, who acted and server; keep the first as the example.
     let mut groups: BTreeMap<GroupKey, (usize, &Finding)> = BTreeMap::new();
     for f in findings.iter().filter(|f| f.severity >= Severity::Warning) {
-        let by = text(f, "by").to_string();
+        let by = by(f).to_string();
         groups
             .entry((Reverse(f.severity), f.kind, by, f.flow.server.clone()))
             .or_insert((0, f))

@@ -440,6 +440,14 @@ fn connection_notes(
     }
 }
 
+/// The report's name for a side of a connection.
+pub(crate) fn actor(r: crate::flow::Role) -> crate::report::Actor {
+    match r {
+        crate::flow::Role::Client => crate::report::Actor::Client,
+        crate::flow::Role::Server => crate::report::Actor::Server,
+    }
+}
+
 /// A finding made, with the connection it is about.
 pub(crate) struct Made {
     pub finding: Finding,

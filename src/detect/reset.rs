@@ -1,10 +1,10 @@
 //! Resets that end an established connection, classified by who sent them and where in the
 //! exchange they came. A reset after both sides sent FIN is normal teardown and not reported.
 
-use super::{Context, Draft, Findings, cause};
+use super::{Context, Draft, Findings, Subject, actor, cause};
 use crate::flow::{Connection, Role, TcpPhase};
 use crate::proto::http::{HttpConn, HttpPhase};
-use crate::report::{Cause, Kind, Severity};
+use crate::report::{At, Cause, Kind, Severity};
 use serde_json::json;
 
 /// Where in the exchange the reset came: from HTTP when the connection carried it, else from
@@ -130,7 +130,18 @@ pub fn detect(conn: &Connection, http: Option<&HttpConn>, ctx: &Context<'_>, out
             evidence,
             causes,
         }
-        .finish(conn, ctx),
+        .finish_for(&Subject::of(conn), ctx)
+        .with(|f| {
+            f.by = Some(actor(reset.by));
+            if let Some(txn) = http.and_then(|h| h.last()) {
+                f.request = Some(txn.request_line());
+                f.status = txn.status;
+                f.request_at = txn.request.map(|s| At {
+                    frame: s.frame,
+                    ts: s.ts,
+                });
+            }
+        }),
     );
 }
 

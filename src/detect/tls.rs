@@ -2,7 +2,7 @@
 //! that do not cover the SNI, judged at the capture's own time. The same certificate problem on
 //! many connections is one finding with a count and example frames.
 
-use super::{Context, Draft, Findings, cause};
+use super::{Context, Draft, Findings, Subject, actor, cause};
 use crate::capture::Timestamp;
 use crate::flow::{Connection, Role, Seen};
 use crate::proto::tls::handshake::{alert_name, version_name};
@@ -224,7 +224,9 @@ impl TlsFindings {
                         "Add the name to the certificate's subjectAltName, or bind the right certificate to this name.".into(),
                     ])],
                 }
-                .finish(conn, ctx)
+                .finish_for(&Subject::of(conn), ctx)
+                .with(|f| f.sni = sni.map(str::to_string))
+                .finding
             }, out);
         }
     }
@@ -272,7 +274,11 @@ impl TlsFindings {
                     evidence: json!({"by": "server", "alert": null, "after": "ClientHello (client)", "sni": sni, "offered_versions": offered}),
                     causes: vec![cause(502, Some("-"), "The backend does not speak TLS on this port: an HTTPS backend configured against an HTTP port makes the balancer fail with 502.".into(), &[format!("Check which protocol {} expects: curl -v http://{}/ and curl -vk https://{}/", conn.server, conn.server, conn.server), "Set the backend protocol in the server group to match the service.".into()])],
                 }
-                .finish(conn, ctx),
+                .finish_for(&Subject::of(conn), ctx)
+                .with(|f| {
+                    f.by = Some(crate::report::Actor::Server);
+                    f.sni = sni.map(str::to_string);
+                }),
             );
             return;
         }
@@ -343,7 +349,12 @@ impl TlsFindings {
                     format!("Reproduce the handshake: openssl s_client -connect {} -servername {} -state </dev/null", conn.server, sni.unwrap_or("<name>")),
                 ])],
             }
-            .finish(conn, ctx),
+            .finish_for(&Subject::of(conn), ctx)
+            .with(|f| {
+                f.by = Some(actor(by));
+                f.alert = alert.map(|a| alert_name(a.description).to_string());
+                f.sni = sni.map(str::to_string);
+            }),
         );
     }
 

@@ -2,7 +2,7 @@
 //! loss, a slow round trip, stalled receivers and capture gaps. Each threshold is a flag whose
 //! default a healthy network does not reach (docs/thresholds.md gives the reasoning).
 
-use super::{Context, Draft, Findings, cause};
+use super::{Context, Draft, Findings, Subject, actor, cause};
 use crate::capture::Duration;
 use crate::flow::{Connection, Role, Side};
 use crate::report::{Kind, Severity};
@@ -180,7 +180,8 @@ fn mtu_blackhole(conn: &Connection, from: Role, ctx: &Context<'_>, out: &mut Fin
                 ),
             ],
         }
-        .finish(conn, ctx),
+        .finish_for(&Subject::of(conn), ctx)
+        .with(|f| f.unacknowledged_ip_len = Some(failed)),
     );
     true
 }
@@ -299,7 +300,8 @@ fn packet_loss(conn: &Connection, blackholed: [bool; 2], ctx: &Context<'_>, out:
                 cause(499, None, "Clients give up on slow, lossy exchanges before the answer arrives.".to_string(), &steps),
             ],
         }
-        .finish(conn, ctx),
+        .finish_for(&Subject::of(conn), ctx)
+        .with(|f| f.retransmission_rate = Some((rate * 10000.0).round() / 10000.0)),
     );
 }
 
@@ -347,7 +349,8 @@ fn high_rtt(conn: &Connection, ctx: &Context<'_>, out: &mut Findings) {
                 cause(499, None, "Clients time out and close before the answer arrives over a slow path.".to_string(), &steps),
             ],
         }
-        .finish(conn, ctx),
+        .finish_for(&Subject::of(conn), ctx)
+        .with(|f| f.rtt_ms = Some(rtt.as_millis_f64())),
     );
 }
 
@@ -415,7 +418,11 @@ fn zero_window(conn: &Connection, receiver: Role, ctx: &Context<'_>, out: &mut F
             }),
             causes,
         }
-        .finish(conn, ctx),
+        .finish_for(&Subject::of(conn), ctx)
+        .with(|f| {
+            f.receiver = Some(actor(receiver));
+            f.longest_stall_ms = Some(tcp.zero_window_longest.as_millis_f64());
+        }),
     );
 }
 
