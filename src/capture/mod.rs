@@ -5,11 +5,20 @@
 
 mod link_type;
 mod timestamp;
+mod warnings;
 
 pub use link_type::LinkType;
 pub use timestamp::{Duration, Timestamp};
+pub use warnings::{Warning, Warnings};
 
-use crate::report::Warnings;
+/// A frame number (1-based, as Wireshark numbers them) with its capture time: where every
+/// layer above says something happened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub frame: u64,
+    pub ts: Timestamp,
+}
+
 use pcap_parser::pcapng::Block;
 use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{PcapBlockOwned, PcapError};

@@ -1,12 +1,13 @@
 //! From a frame's bytes to the fields the analysis needs: addresses, IP length and DF, and the
 //! TCP header and payload. Nothing is copied; a [`Packet`] borrows the frame.
 
+mod seq;
+pub use seq::SeqNumber;
 mod link;
 
 pub use link::Network;
 
 use crate::capture::{Frame, LinkType};
-use crate::flow::SeqNumber;
 use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
 use std::net::IpAddr;
 

@@ -5,7 +5,7 @@
 use super::{Context, Draft, Findings, Subject, cause};
 use crate::flow::{Connection, Role, Seen};
 use crate::proto::http::{Flaw, FlawAt, HttpConn, InProgress, RequestLine, Transaction};
-use crate::report::{Actor, At, Cause, Facts, Kind, Severity};
+use crate::report::{Actor, Cause, Facts, Kind, Severity};
 use serde_json::{Value, json};
 
 /// Ports where a server speaks TLS; plain HTTP sent there gets a 400 from the balancer.
@@ -24,16 +24,9 @@ fn facts_of(txn: Option<&Transaction>, by: Option<Actor>) -> impl FnOnce(&mut Fa
         let Some(t) = txn else { return };
         f.request = Some(t.request_line());
         f.request_key = t.line.as_ref().map(request_key);
-        f.request_at = t.request.map(at);
-        f.response_at = t.response.map(at);
+        f.request_at = t.request;
+        f.response_at = t.response;
         f.status = t.status;
-    }
-}
-
-fn at(s: Seen) -> At {
-    At {
-        frame: s.frame,
-        ts: s.ts,
     }
 }
 

@@ -4,7 +4,7 @@
 use super::{Context, Findings, cause};
 use crate::decode::TooBig;
 use crate::flow::{FrameList, Seen};
-use crate::report::{At, Facts, Finding, Flow, Kind, Severity};
+use crate::report::{Facts, Finding, Flow, Kind, Severity};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,10 +32,7 @@ impl Unmatched {
             let icmp = if sender.is_ipv4() { "icmp" } else { "icmpv6" };
             out.push(Finding {
                 facts: Facts {
-                    at: At {
-                        frame: first.frame,
-                        ts: first.ts,
-                    },
+                    at: first,
                     ..Facts::default()
                 },
                 kind: Kind::IcmpFragNeeded,

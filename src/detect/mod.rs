@@ -14,7 +14,7 @@ use crate::decode::TooBig;
 use crate::flow::{ConnRef, Connection, RoleSource, Seen};
 use crate::proto::http::{HttpConn, HttpEvent};
 use crate::proto::tls::TlsConn;
-use crate::report::{At, Cause, Facts, Finding, Flow, Kind, Severity};
+use crate::report::{Cause, Facts, Finding, Flow, Kind, Severity};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -502,7 +502,7 @@ impl Draft {
                 evidence,
                 causes: self.causes,
                 facts: Facts {
-                    at: At {
+                    at: Seen {
                         frame: packets_first,
                         ts: self.first_ts,
                     },

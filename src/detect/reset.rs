@@ -4,7 +4,7 @@
 use super::{Context, Draft, Findings, Subject, actor, cause};
 use crate::flow::{Connection, Role, TcpPhase};
 use crate::proto::http::{HttpConn, HttpPhase};
-use crate::report::{At, Cause, Kind, Severity};
+use crate::report::{Cause, Kind, Severity};
 use serde_json::json;
 
 /// Where in the exchange the reset came: from HTTP when the connection carried it, else from
@@ -136,10 +136,7 @@ pub fn detect(conn: &Connection, http: Option<&HttpConn>, ctx: &Context<'_>, out
             if let Some(txn) = http.and_then(|h| h.last()) {
                 f.request = Some(txn.request_line());
                 f.status = txn.status;
-                f.request_at = txn.request.map(|s| At {
-                    frame: s.frame,
-                    ts: s.ts,
-                });
+                f.request_at = txn.request;
             }
         }),
     );

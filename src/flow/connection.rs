@@ -1,8 +1,10 @@
 //! What TCP tells about one connection: who opened it, how the handshake went, who sent data
 //! when, and how it ended. Detectors read these facts when the connection is finalized.
 
+use super::frame_list::FrameList;
 use super::reassembly::{Budget, Reassembler, StreamEvent};
 use super::transport::TcpStats;
+pub use crate::capture::Seen;
 use crate::capture::{Duration, Timestamp};
 use crate::decode::TcpSegment;
 use crate::flow::SeqNumber;
@@ -35,13 +37,6 @@ pub enum RoleSource {
     Ports,
 }
 
-/// A frame number with its time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Seen {
-    pub frame: u64,
-    pub ts: Timestamp,
-}
-
 impl Seen {
     fn max_by_frame(self, other: Seen) -> Seen {
         if other.frame > self.frame {
@@ -49,40 +44,6 @@ impl Seen {
         } else {
             self
         }
-    }
-}
-
-/// The first few frames of a repeated event; the count says how many there were in all.
-/// Small when empty: a half-open connection carries several of these.
-#[derive(Clone, Debug, Default)]
-pub struct FrameList {
-    kept: Vec<u64>,
-    pub count: u32,
-    pub first: Option<Seen>,
-    pub last: Option<Seen>,
-}
-
-impl FrameList {
-    const KEPT: usize = 8;
-
-    pub fn push(&mut self, at: Seen) {
-        if self.kept.len() < Self::KEPT {
-            self.kept.push(at.frame);
-        }
-        self.count = self.count.saturating_add(1);
-        self.first.get_or_insert(at);
-        self.last = Some(at);
-    }
-
-    /// The kept frames, plus the last one when it was not among them.
-    pub fn frames(&self) -> Vec<u64> {
-        let mut v = self.kept.clone();
-        if let Some(last) = self.last
-            && !v.contains(&last.frame)
-        {
-            v.push(last.frame);
-        }
-        v
     }
 }
 

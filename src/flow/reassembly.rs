@@ -7,8 +7,8 @@
 //! hole, so held bytes are never thrown away. The first copy of a byte to arrive is the one
 //! delivered; a later copy that differs is counted as a conflict.
 
-use super::SeqNumber;
 use super::connection::Seen;
+use crate::decode::SeqNumber;
 
 /// What a protocol analyzer sees of one direction, in stream order.
 #[derive(Debug, PartialEq, Eq)]

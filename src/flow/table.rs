@@ -2,10 +2,10 @@
 //! gone idle (in capture time) are finalized and freed as the capture advances, so memory
 //! follows the number of live connections, not the length of the capture.
 
-use super::SeqNumber;
 use super::connection::{ConnRef, Connection, Role, RoleSource, Seen, Unreachable};
 use super::reassembly::{Budget, StreamEvent};
 use crate::capture::{Duration, Timestamp};
+use crate::decode::SeqNumber;
 use crate::decode::{self, TcpSegment};
 use hashbrown::HashTable;
 use std::cmp::Reverse;

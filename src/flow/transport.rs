@@ -2,9 +2,10 @@
 //! packet sizes, duplicate ACKs, zero windows, and packets larger than the MTU. Detectors for
 //! loss, MTU blackholes and stalled receivers read these when the connection is finalized.
 
-use super::SeqNumber;
-use super::connection::{FrameList, Seen};
+use super::frame_list::FrameList;
 use crate::capture::Duration;
+use crate::capture::Seen;
+use crate::decode::SeqNumber;
 use std::collections::VecDeque;
 
 /// Segments remembered while unacknowledged, to learn which sizes got through. Older ones are

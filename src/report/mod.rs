@@ -3,9 +3,10 @@
 
 mod kind;
 
+pub use crate::capture::{Warning, Warnings};
 pub use kind::Kind;
 
-use crate::capture::Timestamp;
+pub use crate::capture::Seen;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -106,49 +107,6 @@ pub struct TransactionReport {
     pub last_response_byte: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Warning {
-    pub frame: Option<u64>,
-    pub message: String,
-}
-
-/// Capture warnings, capped so a file that is broken everywhere cannot grow them without bound.
-#[derive(Debug, Default, Clone)]
-pub struct Warnings {
-    items: Vec<Warning>,
-    dropped: u64,
-}
-
-impl Warnings {
-    const LIMIT: usize = 200;
-
-    pub fn push(&mut self, frame: Option<u64>, message: String) {
-        if self.items.len() < Self::LIMIT {
-            self.items.push(Warning { frame, message });
-        } else {
-            self.dropped += 1;
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Warning> {
-        self.items.iter()
-    }
-
-    pub fn into_vec(mut self) -> Vec<Warning> {
-        if self.dropped > 0 {
-            self.items.push(Warning {
-                frame: None,
-                message: format!("{} further warnings not shown", self.dropped),
-            });
-        }
-        self.items
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Flow {
     pub client: String,
@@ -183,20 +141,13 @@ impl Actor {
     }
 }
 
-/// A frame and its capture time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct At {
-    pub frame: u64,
-    pub ts: Timestamp,
-}
-
 /// What a finding is about, typed: the verdict, the renderers and the links between the legs
 /// of a balancer read these, never the evidence JSON (which is serialized from them, plus
 /// detail for people). Detectors fill what they know.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Facts {
     /// First evidence frame and time.
-    pub at: At,
+    pub at: Seen,
     /// Who acted: the side that reset or closed.
     pub by: Option<Actor>,
     /// The side that stopped reading (zero window).
@@ -206,8 +157,8 @@ pub struct Facts {
     /// A fingerprint of the method and the unredacted target, to recognise the same request on
     /// the two legs of a balancer without keeping it.
     pub request_key: Option<u64>,
-    pub request_at: Option<At>,
-    pub response_at: Option<At>,
+    pub request_at: Option<Seen>,
+    pub response_at: Option<Seen>,
     pub status: Option<u16>,
     pub retransmission_rate: Option<f64>,
     pub rtt_ms: Option<f64>,
@@ -309,17 +260,6 @@ impl Report {
 #[cfg(test)]
 mod test {
     use super::*;
-
-    #[test]
-    fn test_warnings_are_capped_with_a_count() {
-        let mut w = Warnings::default();
-        for i in 0..250 {
-            w.push(Some(i), "x".into());
-        }
-        let v = w.into_vec();
-        assert_eq!(v.len(), Warnings::LIMIT + 1);
-        assert!(v.last().unwrap().message.starts_with("50 further"));
-    }
 
     #[test]
     fn test_exit_code_follows_fail_on() {
