@@ -1,5 +1,6 @@
-//! Detectors: each reads the facts a finalized connection carries and turns what is wrong with
-//! it into findings tied to the status codes they explain.
+//! Detectors: each judges typed events (an HTTP transaction as it completes, a flaw in the
+//! bytes, a connection as it is finalized) and turns what is wrong into findings tied to the
+//! status codes they explain. Evidence is built only for findings.
 
 mod accept_queue;
 mod handshake;

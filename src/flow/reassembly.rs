@@ -7,7 +7,7 @@
 //! hole, so held bytes are never thrown away. The first copy of a byte to arrive is the one
 //! delivered; a later copy that differs is counted as a conflict.
 
-use super::connection::Seen;
+use crate::capture::Seen;
 use crate::decode::SeqNumber;
 
 /// What a protocol analyzer sees of one direction, in stream order.
