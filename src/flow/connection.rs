@@ -51,6 +51,8 @@ impl Seen {
 #[derive(Debug, Default)]
 pub struct Side {
     pub packets: u64,
+    /// Packets that are neither SYN nor RST: ACKs, data, FINs, the traffic of an exchange.
+    pub exchange_packets: u64,
     pub payload_bytes: u64,
     pub first_data: Option<Seen>,
     pub last_data: Option<Seen>,
@@ -281,25 +283,20 @@ impl Connection {
     }
 
     /// Only one direction of the connection is in the capture, though that side shows an
-    /// exchange under way: a client that acknowledges or sends data after its SYN had its
-    /// SYN-ACK, which the capture does not hold (asymmetric routing, a one-way span port).
+    /// exchange under way (a client that acknowledges or sends data after its SYN had its
+    /// SYN-ACK, which the capture does not hold): asymmetric routing, a one-way span port.
+    /// Resets, and a lone packet of a connection begun before the capture, are not enough.
     pub fn one_sided(&self) -> bool {
-        let client_only = self.to_client.packets == 0
-            && (self.to_server.payload_bytes > 0
-                || self.to_server.packets > self.syns.count as u64);
-        let server_only = self.to_server.packets == 0
-            && (self.to_client.payload_bytes > 0
-                || self.to_client.packets > self.syn_acks.count as u64);
-        client_only || server_only
+        let shows_exchange = |s: &Side| s.exchange_packets >= 2;
+        (self.to_client.packets == 0 && shows_exchange(&self.to_server))
+            || (self.to_server.packets == 0 && shows_exchange(&self.to_client))
     }
 
     /// The SYN-ACK is missing while the client went on as though it had one (it acknowledged
     /// or sent data after its SYN), or the server sent data: the handshake was answered.
     pub fn answer_not_captured(&self) -> bool {
         self.syn_acks.count == 0
-            && (self.to_client.payload_bytes > 0
-                || self.to_server.payload_bytes > 0
-                || self.to_server.packets > self.syns.count as u64)
+            && (self.to_client.payload_bytes > 0 || self.to_server.exchange_packets > 0)
     }
 
     /// Records an ICMP destination-unreachable about a packet the client sent. Before any
@@ -369,6 +366,9 @@ impl Connection {
         }
         let side = self.side_mut(from);
         side.packets += 1;
+        if !flags.syn() && !flags.rst() {
+            side.exchange_packets += 1;
+        }
         if seg.ip_len > mtu {
             side.tcp_mut()
                 .on_oversize(seg.ip_len, seg.dont_fragment, at);

@@ -909,6 +909,13 @@ mod test {
     }
 
     #[test]
+    fn test_half_open_record_stays_small() {
+        // With its 4-byte index slot and its 56-byte timer entry, about 170 bytes a SYN.
+        assert!(std::mem::size_of::<HalfOpen>() <= 104);
+        assert!(std::mem::size_of::<HalfOpen>() * 8 < std::mem::size_of::<Connection>());
+    }
+
+    #[test]
     fn test_half_open_becomes_full_connection_with_its_syns() {
         let conns = run(&[
             (C, SYN, 100, b"", 0.0),

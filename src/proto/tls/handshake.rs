@@ -129,6 +129,16 @@ pub fn sslv2_client_hello(msg: &[u8]) -> Option<ClientHello> {
     let ciphers = r.u16()? as usize;
     let session = r.u16()? as usize;
     let challenge = r.u16()? as usize;
+    // Cipher specs are 3 bytes each; the session id is empty or 16 bytes, the challenge 16 to
+    // 32 (RFC 6101 E); and nothing may follow them.
+    if ciphers == 0
+        || !ciphers.is_multiple_of(3)
+        || !(session == 0 || session == 16)
+        || !(16..=32).contains(&challenge)
+        || 9 + ciphers + session + challenge != msg.len()
+    {
+        return None;
+    }
     r.take(ciphers)?;
     r.take(session)?;
     r.take(challenge)?;

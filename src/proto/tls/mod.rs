@@ -189,20 +189,18 @@ impl TlsConn {
                 // message type 1): clients that still speak SSLv2 open with it and go on in
                 // TLS records, so it is read and the server's TLS flight is followed as usual.
                 let v2_len = (((h[0] & 0x7f) as usize) << 8) | h[1] as usize;
+                let v2_version = (h[3] == 0 && h[4] == 2) || h[3] == 3;
                 if from == Role::Client
                     && first_record
                     && h[0] & 0x80 != 0
                     && h[2] == 1
-                    && (3..=MAX_RECORD).contains(&v2_len)
+                    && v2_version
+                    && (9..=MAX_RECORD).contains(&v2_len)
                 {
                     dir.kind = SSLV2_HELLO;
                     dir.left = v2_len - 3;
                     dir.record.clear();
                     dir.record.extend_from_slice(&h[2..5]);
-                    if dir.left == 0 {
-                        let record = std::mem::take(&mut dir.record);
-                        self.on_sslv2_hello(&record, at);
-                    }
                     continue;
                 }
                 let len = u16::from_be_bytes([h[3], h[4]]) as usize;
@@ -358,13 +356,18 @@ impl TlsConn {
     /// An SSLv2-format ClientHello: message type, version, and the cipher, session and
     /// challenge lengths and bytes (no extensions, so no SNI).
     fn on_sslv2_hello(&mut self, msg: &[u8], at: Seen) {
+        // Bytes that only start like an SSLv2 hello (a binary protocol) are not followed.
+        let Some(h) = handshake::sslv2_client_hello(msg) else {
+            self.client.off = true;
+            self.not_tls.get_or_insert_with(|| {
+                "client sent an SSLv2-style record; TLS analysis stopped on this connection"
+                    .to_string()
+            });
+            return;
+        };
         self.sslv2_client_hello = true;
         self.last_step = "ClientHello (client)".to_string();
-        if let Some(h) = handshake::sslv2_client_hello(msg)
-            && self.client_hello.is_none()
-        {
-            self.client_hello = Some((h, at));
-        }
+        self.client_hello.get_or_insert((h, at));
     }
 
     fn on_message(&mut self, from: Role, kind: u8, body: &[u8], at: Seen) {
