@@ -27,6 +27,8 @@ pub struct Options {
     pub max_protocol_buffers: usize,
     /// Findings kept per kind and server; the rest are counted in the summary.
     pub max_findings_per_group: u32,
+    /// Addresses the user says are balancers (`--balancer`), besides those the traffic shows.
+    pub balancers: Vec<std::net::IpAddr>,
 }
 
 impl Default for Options {
@@ -38,6 +40,7 @@ impl Default for Options {
             transactions: false,
             max_protocol_buffers: 256 << 20,
             max_findings_per_group: 100,
+            balancers: Vec::new(),
         }
     }
 }
@@ -58,7 +61,13 @@ pub fn analyze_paths<P: AsRef<Path>>(paths: &[P], options: &Options) -> Report {
     for path in paths {
         let analysis = analyze_path(path.as_ref(), options);
         captures.push(analysis.summary);
-        findings.extend(analysis.findings);
+        // Links between findings index the report's list, which holds every capture's.
+        let offset = findings.len();
+        findings.extend(analysis.findings.into_iter().map(|mut f| {
+            f.explained_by.iter_mut().for_each(|i| *i += offset);
+            f.explains.iter_mut().for_each(|i| *i += offset);
+            f
+        }));
         suppressed += analysis.suppressed;
     }
     Report::new(captures, findings, suppressed)
@@ -284,7 +293,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
     let mut pipeline = Pipeline {
         name: &name,
         options,
-        detectors: Detectors::new(options.max_findings_per_group),
+        detectors: Detectors::new(options.max_findings_per_group, &options.balancers),
         apps: HashMap::default(),
         now: Timestamp(i64::MIN),
         at_capture_end: false,
@@ -481,6 +490,8 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
 
     let mut list = findings.list;
     list.sort_by(|a, b| a.packets.first().cmp(&b.packets.first()));
+    let mut balancers = findings.balancers;
+    crate::detect::link_legs(&mut list, &mut balancers);
     let mut summary = CaptureSummary {
         file: name,
         format: reader.info.format.to_string(),
@@ -495,6 +506,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         error: None,
         verdict: String::new(),
         warnings: warnings.into_vec(),
+        balancers,
         http_connections: listing.map(|l| l.connections),
     };
     summary.verdict = verdict::verdict(&summary, &list);

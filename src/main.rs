@@ -103,6 +103,10 @@ struct AnalyzeArgs {
     /// Show Authorization, Cookie, Set-Cookie and token-like query values instead of redacting them.
     #[arg(long)]
     show_secrets: bool,
+    /// An address that is a balancer or proxy in the capture (repeatable); others are found from
+    /// the traffic: an address that serves requests and forwards the same ones to a backend.
+    #[arg(long = "balancer", value_name = "ADDR")]
+    balancers: Vec<std::net::IpAddr>,
     /// Bytes of HTTP heads and TLS handshake messages buffered across all connections.
     #[arg(long, default_value_t = 256 << 20)]
     max_protocol_buffers: usize,
@@ -160,6 +164,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         transactions: args.transactions,
         max_protocol_buffers: args.max_protocol_buffers,
         max_findings_per_group: args.max_findings.max(1),
+        balancers: args.balancers,
     };
     let report = lbdiag::analyze_paths(&args.files, &options);
     for capture in &report.captures {

@@ -31,6 +31,9 @@ impl Unmatched {
             let ip = if sender.is_ipv4() { "ip" } else { "ipv6" };
             let icmp = if sender.is_ipv4() { "icmp" } else { "icmpv6" };
             out.push(Finding {
+                leg: None,
+                explained_by: Vec::new(),
+                explains: Vec::new(),
                 facts: Facts {
                     at: first,
                     ..Facts::default()

@@ -6,6 +6,7 @@ mod accept_queue;
 mod handshake;
 mod http;
 mod icmp;
+mod legs;
 mod reset;
 mod tls;
 mod transport;
@@ -15,7 +16,7 @@ use crate::decode::TooBig;
 use crate::flow::{ConnRef, Connection, RoleSource, Seen};
 use crate::proto::http::{HttpConn, HttpEvent};
 use crate::proto::tls::TlsConn;
-use crate::report::{Cause, Facts, Finding, Flow, Kind, Severity};
+use crate::report::{BalancerReport, Cause, Facts, Finding, Flow, Kind, Severity};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -84,6 +85,8 @@ pub struct Findings {
     /// Findings about connections still open (judged as a transaction completed), by
     /// connection: their filter and confidence are settled when the connection is finalized.
     awaiting_end: HashMap<u64, Vec<usize>>,
+    /// The capture's balancers, as far as the traffic showed them.
+    pub balancers: Vec<BalancerReport>,
 }
 
 impl Findings {
@@ -94,6 +97,7 @@ impl Findings {
             max_per_group,
             suppressed: 0,
             awaiting_end: HashMap::new(),
+            balancers: Vec::new(),
         }
     }
 
@@ -291,7 +295,7 @@ pub struct Detectors {
 }
 
 impl Detectors {
-    pub fn new(max_findings_per_group: u32) -> Detectors {
+    pub fn new(max_findings_per_group: u32, balancers: &[std::net::IpAddr]) -> Detectors {
         Detectors {
             findings: Findings::new(max_findings_per_group),
             detectors: vec![
@@ -302,6 +306,7 @@ impl Detectors {
                 Box::new(Transport),
                 Box::new(accept_queue::AcceptQueue::default()),
                 Box::new(icmp::Unmatched::default()),
+                Box::new(legs::Legs::new(balancers)),
             ],
         }
     }
@@ -342,6 +347,11 @@ impl Detectors {
         }
         self.findings
     }
+}
+
+/// Sets legs and links on a capture's sorted findings (see `legs.rs`).
+pub fn link_legs(findings: &mut [Finding], balancers: &mut Vec<BalancerReport>) {
+    legs::link(findings, balancers);
 }
 
 /// What a detector decides about a connection; [`Draft::finish`] adds what every finding shares.
@@ -502,6 +512,9 @@ impl Draft {
                 summary: self.summary,
                 evidence,
                 causes: self.causes,
+                leg: None,
+                explained_by: Vec::new(),
+                explains: Vec::new(),
                 facts: Facts {
                     at: Seen {
                         frame: packets_first,

@@ -80,6 +80,9 @@ pub struct CaptureSummary {
     /// One or two sentences for a reader who does not know TCP.
     pub verdict: String,
     pub warnings: Vec<Warning>,
+    /// Balancers found in the capture (or named with `--balancer`), with the legs they serve.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub balancers: Vec<BalancerReport>,
     /// With `--transactions`: each connection's HTTP requests and responses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_connections: Option<Vec<ConnectionReport>>,
@@ -192,8 +195,30 @@ pub struct Finding {
     pub summary: String,
     pub evidence: serde_json::Map<String, serde_json::Value>,
     pub causes: Vec<Cause>,
+    /// On a capture that holds both legs of a balancer: which leg this finding is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leg: Option<Leg>,
+    /// Indexes into the report's `findings` of what explains this one (the backend's reset
+    /// behind the balancer's 502) and of what this one explains.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub explained_by: Vec<usize>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub explains: Vec<usize>,
     #[serde(skip)]
     pub facts: Facts,
+}
+
+/// An address that serves client connections and forwards their requests on connections of
+/// its own: a balancer or proxy of the capture.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BalancerReport {
+    pub address: String,
+    /// The endpoints it serves clients on.
+    pub front: Vec<String>,
+    /// The backends it forwards to.
+    pub back: Vec<String>,
+    /// Requests seen on both legs; 0 when named with `--balancer`.
+    pub forwarded_requests: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]

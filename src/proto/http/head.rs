@@ -5,6 +5,16 @@
 use httparse::{Header, Status};
 use std::mem::MaybeUninit;
 
+/// Headers a proxy adds to the requests it forwards.
+const FORWARDING_HEADERS: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "via",
+    "forwarded",
+    "x-amzn-trace-id",
+];
+
 /// More header fields than this in one head is itself a malformed message.
 const MAX_HEADERS: usize = 128;
 
@@ -39,6 +49,8 @@ pub struct RequestHead {
     pub framing: Framing,
     pub expect_continue: bool,
     pub upgrade: bool,
+    /// A header a proxy adds when it forwards a request (`X-Forwarded-For`, `Via`, ...).
+    pub forwarded: bool,
     pub alb_trace_headers: usize,
     pub alb_trace_repeated: bool,
 }
@@ -166,6 +178,7 @@ impl RequestHead {
             framing: Framing::none(),
             expect_continue: false,
             upgrade: false,
+            forwarded: false,
             alb_trace_headers: 0,
             alb_trace_repeated: false,
         }
@@ -286,6 +299,7 @@ pub fn parse_request(head: &[u8]) -> Result<RequestHead, HeadError> {
             let mut alb_values: Vec<&[u8]> = Vec::new();
             let mut expect_continue = false;
             let mut upgrade = false;
+            let mut forwarded = false;
             for h in req.headers.iter() {
                 if h.name.eq_ignore_ascii_case("alicloud-alb-trace") {
                     alb_values.push(h.value);
@@ -293,6 +307,11 @@ pub fn parse_request(head: &[u8]) -> Result<RequestHead, HeadError> {
                     expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue");
                 } else if h.name.eq_ignore_ascii_case("upgrade") {
                     upgrade = true;
+                } else if FORWARDING_HEADERS
+                    .iter()
+                    .any(|f| h.name.eq_ignore_ascii_case(f))
+                {
+                    forwarded = true;
                 }
             }
             let mut sorted = alb_values.clone();
@@ -307,6 +326,7 @@ pub fn parse_request(head: &[u8]) -> Result<RequestHead, HeadError> {
                 framing: framing(req.headers),
                 expect_continue,
                 upgrade,
+                forwarded,
                 alb_trace_headers: alb_values.len(),
                 alb_trace_repeated: repeated,
             })

@@ -71,6 +71,8 @@ pub struct Transaction {
     pub request_declared: Option<u64>,
     pub expect_continue: bool,
     pub upgrade: bool,
+    /// The request carries a header proxies add when forwarding.
+    pub forwarded: bool,
     pub alb_trace_headers: usize,
     pub alb_trace_repeated: bool,
     pub interim_responses: u32,
@@ -328,6 +330,7 @@ impl HttpConn {
                         };
                         t.expect_continue = h.expect_continue;
                         t.upgrade = h.upgrade;
+                        t.forwarded = h.forwarded;
                         t.alb_trace_headers = h.alb_trace_headers;
                         t.alb_trace_repeated = h.alb_trace_repeated;
 

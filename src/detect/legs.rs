@@ -1,0 +1,503 @@
+//! Captures that hold both legs of a balancer (taken on the proxy host): which address is a
+//! balancer, which leg each finding is on, and which back-leg finding explains a front-leg one
+//! (the backend's reset behind the balancer's 502). Statuses are then judged with both legs in
+//! view: the balancer closing a back connection at its read timeout while it answers 504 is a
+//! slow backend, not a client that gave up.
+//!
+//! While the capture is read, completed transactions feed a small sketch: the latest request
+//! seen per fingerprint, so the same request seen as the server of one connection and then sent
+//! by that server on another marks a balancer. Memory is bounded by the sketch, never by the
+//! capture. Links are made at the end, over the findings.
+
+use super::{Context, Detector, Event, Findings};
+use crate::capture::{Duration, Timestamp};
+use super::http::request_key;
+use crate::proto::http::{HttpEvent, Transaction};
+use crate::report::{Actor, BalancerReport, Cause, Finding, Kind, Leg, Severity};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+/// Requests remembered for matching, at most.
+const SKETCH_KEPT: usize = 8192;
+/// Addresses followed as possible balancers, and endpoints listed per leg, at most.
+const MAX_CANDIDATES: usize = 256;
+const MAX_ENDPOINTS: usize = 64;
+/// A forwarded request leaves the balancer this long after it arrived, at most.
+const FORWARD_WINDOW: Duration = Duration::from_secs(30);
+/// Slack around a front request's lifetime when looking for what explains its answer.
+const LINK_SLACK: Duration = Duration::from_millis(50);
+
+#[derive(Clone, Copy)]
+struct Brief {
+    client: SocketAddr,
+    server: SocketAddr,
+    at: Timestamp,
+}
+
+#[derive(Default)]
+struct Candidate {
+    forwarded: u64,
+    /// Requests it sent that carried a forwarding header.
+    headers: u64,
+    front: BTreeSet<SocketAddr>,
+    back: BTreeSet<SocketAddr>,
+}
+
+impl Candidate {
+    fn note(&mut self, front: Option<SocketAddr>, back: Option<SocketAddr>) {
+        for (set, addr) in [(&mut self.front, front), (&mut self.back, back)] {
+            if let Some(a) = addr
+                && set.len() < MAX_ENDPOINTS
+            {
+                set.insert(a);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Legs {
+    declared: Vec<IpAddr>,
+    latest: HashMap<u64, Brief>,
+    order: VecDeque<(u64, Timestamp)>,
+    candidates: HashMap<IpAddr, Candidate>,
+    /// Addresses seen as the server of an HTTP connection.
+    servers: BTreeSet<IpAddr>,
+}
+
+impl Legs {
+    pub fn new(declared: &[IpAddr]) -> Legs {
+        Legs {
+            declared: declared.to_vec(),
+            ..Legs::default()
+        }
+    }
+
+    fn candidate(&mut self, ip: IpAddr) -> Option<&mut Candidate> {
+        if self.candidates.len() >= MAX_CANDIDATES && !self.candidates.contains_key(&ip) {
+            return None;
+        }
+        Some(self.candidates.entry(ip).or_default())
+    }
+
+    fn on_transaction(&mut self, client: SocketAddr, server: SocketAddr, t: &Transaction) {
+        if self.servers.len() < MAX_CANDIDATES * 4 {
+            self.servers.insert(server.ip());
+        }
+        if t.forwarded
+            && let Some(c) = self.candidate(client.ip())
+        {
+            c.headers += 1;
+            c.note(None, Some(server));
+        }
+        let (Some(line), Some(req)) = (&t.line, t.request) else {
+            return;
+        };
+        let key = request_key(line);
+        if let Some(e) = self.latest.get(&key).copied() {
+            let gap = |a: Timestamp, b: Timestamp| b >= a && b.saturating_sub(a) <= FORWARD_WINDOW;
+            // The earlier one arrived at the balancer; the later one left it.
+            let pair = if e.server.ip() == client.ip() && gap(e.at, req.ts) {
+                Some((client.ip(), e.server, server))
+            } else if e.client.ip() == server.ip() && gap(req.ts, e.at) {
+                Some((server.ip(), server, e.server))
+            } else {
+                None
+            };
+            if let Some((ip, front, back)) = pair
+                && front.ip() != back.ip()
+                && let Some(c) = self.candidate(ip)
+            {
+                c.forwarded += 1;
+                c.note(Some(front), Some(back));
+            }
+        }
+        self.latest.insert(
+            key,
+            Brief {
+                client,
+                server,
+                at: req.ts,
+            },
+        );
+        self.order.push_back((key, req.ts));
+        while self.order.len() > SKETCH_KEPT {
+            if let Some((old, at)) = self.order.pop_front()
+                && self.latest.get(&old).is_some_and(|b| b.at == at)
+            {
+                self.latest.remove(&old);
+            }
+        }
+    }
+
+    /// The balancers the capture shows: named ones, ones seen forwarding a request, and
+    /// addresses that serve HTTP and send requests carrying forwarding headers.
+    fn balancers(&self) -> Vec<BalancerReport> {
+        let mut out: Vec<BalancerReport> = Vec::new();
+        let mut ips: BTreeSet<IpAddr> = self.declared.iter().copied().collect();
+        for (ip, c) in &self.candidates {
+            if c.forwarded > 0 || (c.headers > 0 && self.servers.contains(ip)) {
+                ips.insert(*ip);
+            }
+        }
+        for ip in ips {
+            let c = self.candidates.get(&ip);
+            out.push(BalancerReport {
+                address: ip.to_string(),
+                front: c.map_or(Vec::new(), |c| c.front.iter().map(|a| a.to_string()).collect()),
+                back: c.map_or(Vec::new(), |c| c.back.iter().map(|a| a.to_string()).collect()),
+                forwarded_requests: c.map_or(0, |c| c.forwarded),
+            });
+        }
+        out
+    }
+}
+
+impl Detector for Legs {
+    fn on_event(&mut self, event: &Event<'_>, _ctx: &Context<'_>, _out: &mut Findings) {
+        match event {
+            Event::Http {
+                conn,
+                event: HttpEvent::Done(t),
+            } => self.on_transaction(conn.client, conn.server, t),
+            Event::ConnectionFinalized {
+                conn,
+                http: Some(h),
+                ..
+            } => {
+                for t in h.open() {
+                    self.on_transaction(conn.client, conn.server, t);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, _ctx: &Context<'_>, out: &mut Findings) {
+        out.balancers = self.balancers();
+    }
+}
+
+fn addr(s: &str) -> Option<SocketAddr> {
+    s.parse().ok()
+}
+
+/// Front-leg findings that a back-leg failure can explain, and back-leg failures that can.
+fn front_outcome(f: &Finding) -> bool {
+    match f.kind {
+        Kind::ErrorStatus => f.facts.status.is_some_and(|s| s >= 500),
+        Kind::ClientClosedEarly | Kind::NoResponse | Kind::ClosedBeforeResponse => true,
+        Kind::ConnectionReset => f.facts.by == Some(Actor::Server),
+        _ => false,
+    }
+}
+
+fn back_cause(f: &Finding) -> bool {
+    matches!(
+        f.kind,
+        Kind::HandshakeRefused
+            | Kind::SynUnanswered
+            | Kind::ConnectionReset
+            | Kind::ClosedBeforeResponse
+            | Kind::KeepaliveRace
+            | Kind::ServerRestart
+            | Kind::ClientClosedEarly
+            | Kind::NoResponse
+            | Kind::SlowResponse
+            | Kind::ResponseBodyTruncated
+            | Kind::MalformedResponse
+            | Kind::ResponseBodyOverrun
+            | Kind::ConflictingContentLength
+            | Kind::ContentLengthWithChunked
+            | Kind::MalformedChunked
+            | Kind::MtuBlackhole
+            | Kind::TlsHandshakeFailure
+            | Kind::TlsCertExpired
+            | Kind::TlsSniMismatch
+            | Kind::ErrorStatus
+    )
+}
+
+/// When the front finding began and ended: its request's first byte to its answer (or to
+/// the finding itself).
+fn window(f: &Finding) -> (Timestamp, Timestamp) {
+    let start = f.facts.request_at.unwrap_or(f.facts.at).ts;
+    let end = f.facts.response_at.map_or(f.facts.at.ts, |r| r.ts).max(f.facts.at.ts);
+    (
+        Timestamp(start.0.saturating_sub(LINK_SLACK.0)),
+        end.saturating_add(LINK_SLACK),
+    )
+}
+
+/// Sets each finding's leg, links front outcomes to the back failures behind them, and
+/// re-judges what only both legs together tell. `balancers` may grow: an address that
+/// answered 5xx while its own connection to a backend failed is a balancer too.
+pub fn link(findings: &mut [Finding], balancers: &mut Vec<BalancerReport>) {
+    let flows: Vec<(Option<SocketAddr>, Option<SocketAddr>)> = findings
+        .iter()
+        .map(|f| (addr(&f.flow.client), addr(&f.flow.server)))
+        .collect();
+    let mut known: BTreeSet<IpAddr> = balancers
+        .iter()
+        .filter_map(|b| b.address.parse().ok())
+        .collect();
+    // A 5xx answered by X while X's own connection failed during that request: X is a
+    // balancer even when no request reached a backend to be matched.
+    for (i, f) in findings.iter().enumerate() {
+        let Some(server) = flows[i].1 else { continue };
+        if known.contains(&server.ip()) || f.kind != Kind::ErrorStatus || !front_outcome(f) {
+            continue;
+        }
+        let (start, end) = window(f);
+        let failed_then = findings.iter().enumerate().find(|(j, b)| {
+            flows[*j].0.is_some_and(|c| c.ip() == server.ip())
+                && flows[*j].1.is_some_and(|s| s.ip() != server.ip())
+                && matches!(
+                    b.kind,
+                    Kind::HandshakeRefused | Kind::SynUnanswered | Kind::ConnectionReset
+                )
+                && (start..=end).contains(&b.facts.at.ts)
+        });
+        if let Some((j, _)) = failed_then {
+            known.insert(server.ip());
+            balancers.push(BalancerReport {
+                address: server.ip().to_string(),
+                front: vec![server.to_string()],
+                back: flows[j].1.map(|s| s.to_string()).into_iter().collect(),
+                forwarded_requests: 0,
+            });
+        }
+    }
+    if known.is_empty() {
+        return;
+    }
+    for (i, f) in findings.iter_mut().enumerate() {
+        let (client, server) = flows[i];
+        f.leg = if server.is_some_and(|s| known.contains(&s.ip())) {
+            Some(Leg::Front)
+        } else if client.is_some_and(|c| known.contains(&c.ip())) {
+            Some(Leg::Back)
+        } else {
+            None
+        };
+    }
+    let mut links: Vec<(usize, usize)> = Vec::new();
+    for (i, f) in findings.iter().enumerate() {
+        if f.leg != Some(Leg::Front) || !front_outcome(f) {
+            continue;
+        }
+        let Some(balancer) = flows[i].1.map(|s| s.ip()) else {
+            continue;
+        };
+        let (start, end) = window(f);
+        let best = findings
+            .iter()
+            .enumerate()
+            .filter(|(j, b)| {
+                b.leg == Some(Leg::Back)
+                    && flows[*j].0.is_some_and(|c| c.ip() == balancer)
+                    && back_cause(b)
+                    && (start..=end).contains(&b.facts.at.ts)
+            })
+            .max_by_key(|(_, b)| {
+                let same_request = b.facts.request_key.is_some()
+                    && b.facts.request_key == f.facts.request_key;
+                // A failure beats a pass-through status; the same request beats a neighbour.
+                (same_request, b.kind != Kind::ErrorStatus, b.facts.at.ts)
+            });
+        if let Some((j, _)) = best {
+            links.push((i, j));
+        }
+    }
+    for (front, back) in links {
+        rejudge(findings, front, back);
+    }
+}
+
+/// Records that `back` explains `front` and says what the two together mean.
+fn rejudge(findings: &mut [Finding], front: usize, back: usize) {
+    let (f, b) = (findings[front].clone(), findings[back].clone());
+    let client_gave_up = f.kind == Kind::ClientClosedEarly;
+    if client_gave_up && b.kind == Kind::ClientClosedEarly {
+        // The client gave up, so the balancer aborted the request it had forwarded: one 499
+        // story, told from the front.
+        findings[back].explained_by.push(front);
+        findings[front].explains.push(back);
+        let bk = &mut findings[back];
+        bk.severity = Severity::Info;
+        bk.summary = format!(
+            "The balancer {} aborted its request to {} because its own client gave up first (finding {front}).",
+            bk.flow.client, bk.flow.server
+        );
+        bk.causes = vec![Cause {
+            status: 499,
+            upstream_status: None,
+            explanation: "The client closed before the answer came; the balancer stopped waiting for the backend and logs 499.".into(),
+            next_steps: vec!["Compare the client's timeout with the backend's response time.".into()],
+        }];
+        return;
+    }
+    findings[front].explained_by.push(back);
+    findings[back].explains.push(front);
+    let status = f.facts.status.unwrap_or(502);
+    if b.kind == Kind::ClientClosedEarly && f.kind == Kind::ErrorStatus && status == 504 {
+        // The balancer closed the back connection at its read timeout: the backend was slower
+        // than that timeout. Not a client giving up.
+        let waited = b
+            .facts
+            .request_at
+            .map(|r| b.facts.at.ts.saturating_sub(r.ts));
+        let bk = &mut findings[back];
+        bk.kind = Kind::SlowResponse;
+        bk.severity = Severity::Error;
+        bk.summary = format!(
+            "{} did not answer {} within the balancer's read timeout{}: the balancer {} gave up on it and answered 504.",
+            bk.flow.server,
+            bk.facts.request.as_deref().unwrap_or("the request"),
+            waited.map_or(String::new(), |w| format!(" ({w})")),
+            bk.flow.client
+        );
+        bk.causes = vec![Cause {
+            status: 504,
+            upstream_status: Some("-".into()),
+            explanation: "The backend is slower than the balancer's read timeout (proxy_read_timeout in nginx, timeout server in haproxy): the balancer stops waiting and answers 504.".into(),
+            next_steps: vec![
+                format!("Find why {} is slow for this request: application logs, slow queries, CPU.", bk.flow.server),
+                "Or raise the balancer's read timeout if the backend is expected to take this long.".into(),
+            ],
+        }];
+    }
+    let why = findings[back].summary.trim_end_matches('.').to_string();
+    let fr = &mut findings[front];
+    if fr.kind == Kind::ErrorStatus {
+        let passed_through = b.kind == Kind::ErrorStatus && b.facts.status == f.facts.status;
+        fr.summary = if passed_through {
+            format!(
+                "The balancer {} passed on {status} for {} from the backend (finding {back}): {why}.",
+                fr.flow.server,
+                fr.facts.request.as_deref().unwrap_or("the request"),
+            )
+        } else {
+            format!(
+                "The balancer {} answered {status} to {} because of the back leg (finding {back}): {why}.",
+                fr.flow.server,
+                fr.facts.request.as_deref().unwrap_or("the request"),
+            )
+        };
+        if !passed_through {
+            fr.causes = vec![Cause {
+                status,
+                upstream_status: Some("-".into()),
+                explanation: format!(
+                    "The balancer itself answered {status}: the backend failed it on the back leg, as finding {back} shows."
+                ),
+                next_steps: b.causes.first().map_or(Vec::new(), |c| c.next_steps.clone()),
+            }];
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::report::{Facts, Flow, Seen};
+
+    fn finding(kind: Kind, client: &str, server: &str, frame: u64, ms: i64) -> Finding {
+        Finding {
+            kind,
+            severity: Severity::Error,
+            capture: "t".into(),
+            flow: Flow {
+                client: client.into(),
+                server: server.into(),
+                filter: String::new(),
+            },
+            packets: vec![frame],
+            time: String::new(),
+            summary: format!("{kind}"),
+            evidence: Default::default(),
+            causes: vec![],
+            leg: None,
+            explained_by: vec![],
+            explains: vec![],
+            facts: Facts {
+                at: Seen {
+                    frame,
+                    ts: Timestamp(ms * 1_000_000),
+                },
+                ..Facts::default()
+            },
+        }
+    }
+
+    #[test]
+    fn test_front_502_is_explained_by_the_back_reset_and_roles_follow() {
+        let mut front = finding(Kind::ErrorStatus, "10.0.0.1:5000", "10.0.0.5:80", 12, 20);
+        front.facts.status = Some(502);
+        front.facts.request_at = Some(Seen {
+            frame: 4,
+            ts: Timestamp(10_000_000),
+        });
+        front.facts.response_at = Some(front.facts.at);
+        let mut reset = finding(Kind::ConnectionReset, "10.0.0.5:40000", "10.0.1.7:8080", 11, 19);
+        reset.facts.by = Some(Actor::Server);
+        let unrelated = finding(Kind::ConnectionReset, "10.9.9.9:1", "10.0.1.7:8080", 13, 19);
+        let mut list = vec![reset, front, unrelated];
+        let mut balancers = vec![BalancerReport {
+            address: "10.0.0.5".into(),
+            front: vec![],
+            back: vec![],
+            forwarded_requests: 1,
+        }];
+        link(&mut list, &mut balancers);
+        assert_eq!(list[1].leg, Some(Leg::Front));
+        assert_eq!(list[0].leg, Some(Leg::Back));
+        assert_eq!(list[2].leg, None);
+        assert_eq!(list[1].explained_by, vec![0]);
+        assert_eq!(list[0].explains, vec![1]);
+        assert!(list[1].summary.contains("balancer 10.0.0.5:80 answered 502"), "{}", list[1].summary);
+    }
+
+    #[test]
+    fn test_balancer_closing_at_its_read_timeout_is_a_slow_backend_not_a_499() {
+        let mut front = finding(Kind::ErrorStatus, "10.0.0.1:5000", "10.0.0.5:80", 30, 2010);
+        front.facts.status = Some(504);
+        front.facts.request_at = Some(Seen {
+            frame: 4,
+            ts: Timestamp(10_000_000),
+        });
+        front.facts.response_at = Some(front.facts.at);
+        let mut gave_up = finding(Kind::ClientClosedEarly, "10.0.0.5:40000", "10.0.1.7:8080", 29, 2009);
+        gave_up.facts.by = Some(Actor::Client);
+        let mut list = vec![gave_up, front];
+        // No forwarded request was matched: the refusal rule does not apply either, so the
+        // balancer is named.
+        let mut balancers = vec![BalancerReport {
+            address: "10.0.0.5".into(),
+            front: vec![],
+            back: vec![],
+            forwarded_requests: 0,
+        }];
+        link(&mut list, &mut balancers);
+        assert_eq!(list[0].kind, Kind::SlowResponse);
+        assert_eq!(list[0].causes[0].status, 504);
+        assert_eq!(list[1].explained_by, vec![0]);
+    }
+
+    #[test]
+    fn test_refused_backend_during_a_502_makes_its_sender_a_balancer() {
+        let mut front = finding(Kind::ErrorStatus, "10.0.0.1:5000", "10.0.0.5:80", 8, 12);
+        front.facts.status = Some(502);
+        front.facts.request_at = Some(Seen {
+            frame: 4,
+            ts: Timestamp(10_000_000),
+        });
+        front.facts.response_at = Some(front.facts.at);
+        let refused = finding(Kind::HandshakeRefused, "10.0.0.5:40000", "10.0.1.7:8080", 6, 11);
+        let mut list = vec![refused, front];
+        let mut balancers = Vec::new();
+        link(&mut list, &mut balancers);
+        assert_eq!(balancers.len(), 1);
+        assert_eq!(list[1].explained_by, vec![0]);
+    }
+}
