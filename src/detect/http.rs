@@ -746,7 +746,10 @@ fn ending(
         };
         match end {
             End::ServerFin(fin) => {
-                closed_before_response(conn, txn, fin, false, ctx, out);
+                match keepalive_race(conn, http, txn, fin) {
+                    Some(race) => race.report(conn, txn, fin, ctx, out),
+                    None => closed_before_response(conn, txn, fin, false, ctx, out),
+                }
                 break;
             }
             End::ClientClosed(at, how) => {
@@ -796,6 +799,100 @@ fn ending(
                 );
             }
         }
+    }
+}
+
+/// A server closing an idle keep-alive connection just as a request was sent on it: the
+/// request crossed the FIN on the wire.
+struct Race {
+    idle: crate::capture::Duration,
+    last_activity: Seen,
+    position: u64,
+    reset: Option<Seen>,
+}
+
+/// How close in capture time the request and the server's FIN must be to have crossed: about a
+/// round trip, with room for the capture point's place on the path.
+const RACE_SLACK: crate::capture::Duration = crate::capture::Duration::from_millis(20);
+/// A connection idle for less than this before the server closed it was not closed for being
+/// idle.
+const RACE_MIN_IDLE: crate::capture::Duration = crate::capture::Duration::from_millis(200);
+
+fn keepalive_race(conn: &Connection, http: &HttpConn, txn: &Transaction, fin: Seen) -> Option<Race> {
+    let seq = txn.seq?;
+    let request = txn.request?;
+    if seq == 0 || txn.response.is_some() {
+        return None;
+    }
+    // The previous exchange on the connection ended its activity; then it sat idle.
+    let previous = http.find(Some(seq - 1))?;
+    let last_activity = previous.response_complete.or(previous.response)?;
+    let idle = fin.ts.saturating_sub(last_activity.ts);
+    let rtt = match (conn.rtt_syn, conn.rtt_ack) {
+        (Some(a), Some(b)) => b.ts.saturating_sub(a.ts),
+        _ => crate::capture::Duration::default(),
+    };
+    let window = crate::capture::Duration(rtt.0.saturating_mul(2) + RACE_SLACK.0);
+    let apart = if request.ts >= fin.ts {
+        request.ts.saturating_sub(fin.ts)
+    } else {
+        fin.ts.saturating_sub(request.ts)
+    };
+    (idle >= RACE_MIN_IDLE && apart <= window && request.ts > last_activity.ts).then_some(Race {
+        idle,
+        last_activity,
+        position: seq + 1,
+        reset: conn.reset.filter(|r| r.by == Role::Server).map(|r| r.at),
+    })
+}
+
+impl Race {
+    fn report(&self, conn: &Connection, txn: &Transaction, fin: Seen, ctx: &Context<'_>, out: &mut Findings) {
+        if !out.accepts(Kind::KeepaliveRace, conn.server) {
+            return;
+        }
+        let request = txn.request.unwrap_or(fin);
+        let mut evidence = json!({
+            "request_position": self.position,
+            "idle_ms": self.idle.as_millis_f64(),
+            "last_activity_frame": self.last_activity.frame,
+            "close_frame": fin.frame,
+            "request_frame": request.frame,
+            "reset_frame": self.reset.map(|r| r.frame),
+        });
+        transaction_evidence(Some(txn), &mut evidence);
+        let mut packets = vec![fin.frame, request.frame];
+        packets.extend(self.reset.map(|r| r.frame));
+        out.push(
+            Draft {
+                kind: Kind::KeepaliveRace,
+                severity: Severity::Error,
+                packets,
+                first_ts: fin.ts.min(request.ts),
+                summary: format!(
+                    "{} closed its keep-alive connection after {} idle (FIN, frame {}) just as {} sent {} on it (request {} on the connection, frame {}): the request crossed the close and got no answer.",
+                    conn.server,
+                    self.idle,
+                    fin.frame,
+                    conn.client,
+                    txn.request_line(),
+                    self.position,
+                    request.frame
+                ),
+                evidence,
+                causes: vec![cause(
+                    502,
+                    Some("-"),
+                    "The backend's keep-alive timeout is shorter than the balancer's idle timeout for upstream connections: the balancer reuses a connection the backend is closing, the request is lost, and the balancer answers 502 (or retries, for idempotent requests).".into(),
+                    &[
+                        "Make the backend's keep-alive timeout longer than the balancer's (e.g. 65 s behind a 60 s balancer): nginx keepalive_timeout 65s; Node server.keepAliveTimeout = 65000; gunicorn --keep-alive 65.".into(),
+                        "Or make the balancer's upstream idle timeout shorter than the backend's (nginx upstream keepalive_timeout, haproxy timeout server-fin / http-reuse).".into(),
+                    ],
+                )],
+            }
+            .finish_for(&Subject::of(conn), ctx)
+            .with(facts_of(Some(txn), Some(Actor::Server))),
+        );
     }
 }
 

@@ -9,9 +9,9 @@
 //! by that server on another marks a balancer. Memory is bounded by the sketch, never by the
 //! capture. Links are made at the end, over the findings.
 
+use super::http::request_key;
 use super::{Context, Detector, Event, Findings};
 use crate::capture::{Duration, Timestamp};
-use super::http::request_key;
 use crate::proto::http::{HttpEvent, Transaction};
 use crate::report::{Actor, BalancerReport, Cause, Finding, Kind, Leg, Severity};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -24,6 +24,9 @@ const MAX_CANDIDATES: usize = 256;
 const MAX_ENDPOINTS: usize = 64;
 /// A forwarded request leaves the balancer this long after it arrived, at most.
 const FORWARD_WINDOW: Duration = Duration::from_secs(30);
+/// The same, when the request leaves from another address than the one it arrived at: only a
+/// request sent at once is taken for the same one.
+const FORWARD_WINDOW_OTHER_ADDRESS: Duration = Duration::from_secs(1);
 /// Slack around a front request's lifetime when looking for what explains its answer.
 const LINK_SLACK: Duration = Duration::from_millis(50);
 
@@ -41,6 +44,9 @@ struct Candidate {
     headers: u64,
     front: BTreeSet<SocketAddr>,
     back: BTreeSet<SocketAddr>,
+    /// The addresses it sends from on the back leg: its own, or another of a host with an
+    /// interface on each side (a proxy host with `-i any`).
+    back_from: BTreeSet<IpAddr>,
 }
 
 impl Candidate {
@@ -88,6 +94,7 @@ impl Legs {
             && let Some(c) = self.candidate(client.ip())
         {
             c.headers += 1;
+            c.back_from.insert(client.ip());
             c.note(None, Some(server));
         }
         let (Some(line), Some(req)) = (&t.line, t.request) else {
@@ -95,21 +102,34 @@ impl Legs {
         };
         let key = request_key(line);
         if let Some(e) = self.latest.get(&key).copied() {
-            let gap = |a: Timestamp, b: Timestamp| b >= a && b.saturating_sub(a) <= FORWARD_WINDOW;
-            // The earlier one arrived at the balancer; the later one left it.
-            let pair = if e.server.ip() == client.ip() && gap(e.at, req.ts) {
-                Some((client.ip(), e.server, server))
-            } else if e.client.ip() == server.ip() && gap(req.ts, e.at) {
-                Some((server.ip(), server, e.server))
+            // The earlier one arrived at the balancer; the later one left it, from the same
+            // address or (soon after) from another one toward another server.
+            let forwarded = |front: Brief, back: Brief| {
+                let gap = back.at.saturating_sub(front.at);
+                back.at >= front.at
+                    && front.server.ip() != back.server.ip()
+                    && back.client.ip() != front.client.ip()
+                    && (front.server.ip() == back.client.ip() && gap <= FORWARD_WINDOW
+                        || gap <= FORWARD_WINDOW_OTHER_ADDRESS)
+            };
+            let now = Brief {
+                client,
+                server,
+                at: req.ts,
+            };
+            let pair = if forwarded(e, now) {
+                Some((e, now))
+            } else if forwarded(now, e) {
+                Some((now, e))
             } else {
                 None
             };
-            if let Some((ip, front, back)) = pair
-                && front.ip() != back.ip()
-                && let Some(c) = self.candidate(ip)
+            if let Some((front, back)) = pair
+                && let Some(c) = self.candidate(front.server.ip())
             {
                 c.forwarded += 1;
-                c.note(Some(front), Some(back));
+                c.back_from.insert(back.client.ip());
+                c.note(Some(front.server), Some(back.server));
             }
         }
         self.latest.insert(
@@ -142,10 +162,18 @@ impl Legs {
         }
         for ip in ips {
             let c = self.candidates.get(&ip);
+            let mut back_addresses: BTreeSet<IpAddr> =
+                c.map_or(BTreeSet::new(), |c| c.back_from.clone());
+            back_addresses.insert(ip);
             out.push(BalancerReport {
                 address: ip.to_string(),
-                front: c.map_or(Vec::new(), |c| c.front.iter().map(|a| a.to_string()).collect()),
-                back: c.map_or(Vec::new(), |c| c.back.iter().map(|a| a.to_string()).collect()),
+                back_addresses: back_addresses.iter().map(|a| a.to_string()).collect(),
+                front: c.map_or(Vec::new(), |c| {
+                    c.front.iter().map(|a| a.to_string()).collect()
+                }),
+                back: c.map_or(Vec::new(), |c| {
+                    c.back.iter().map(|a| a.to_string()).collect()
+                }),
                 forwarded_requests: c.map_or(0, |c| c.forwarded),
             });
         }
@@ -222,7 +250,11 @@ fn back_cause(f: &Finding) -> bool {
 /// the finding itself).
 fn window(f: &Finding) -> (Timestamp, Timestamp) {
     let start = f.facts.request_at.unwrap_or(f.facts.at).ts;
-    let end = f.facts.response_at.map_or(f.facts.at.ts, |r| r.ts).max(f.facts.at.ts);
+    let end = f
+        .facts
+        .response_at
+        .map_or(f.facts.at.ts, |r| r.ts)
+        .max(f.facts.at.ts);
     (
         Timestamp(start.0.saturating_sub(LINK_SLACK.0)),
         end.saturating_add(LINK_SLACK),
@@ -237,33 +269,59 @@ pub fn link(findings: &mut [Finding], balancers: &mut Vec<BalancerReport>) {
         .iter()
         .map(|f| (addr(&f.flow.client), addr(&f.flow.server)))
         .collect();
-    let mut known: BTreeSet<IpAddr> = balancers
+    let ip = |s: &str| s.parse::<IpAddr>().ok();
+    // Each balancer: the address clients reach, and the addresses it sends from to backends.
+    let mut known: Vec<(IpAddr, BTreeSet<IpAddr>)> = balancers
         .iter()
-        .filter_map(|b| b.address.parse().ok())
+        .filter_map(|b| {
+            let front = ip(&b.address)?;
+            let mut from: BTreeSet<IpAddr> =
+                b.back_addresses.iter().filter_map(|a| ip(a)).collect();
+            from.insert(front);
+            Some((front, from))
+        })
         .collect();
-    // A 5xx answered by X while X's own connection failed during that request: X is a
-    // balancer even when no request reached a backend to be matched.
+    // A 5xx answered by X while a connection to another server failed during that request:
+    // X is a balancer even when no request reached a backend to be matched.
     for (i, f) in findings.iter().enumerate() {
-        let Some(server) = flows[i].1 else { continue };
-        if known.contains(&server.ip()) || f.kind != Kind::ErrorStatus || !front_outcome(f) {
+        let (Some(client), Some(server)) = flows[i] else {
+            continue;
+        };
+        if known.iter().any(|(x, _)| *x == server.ip())
+            || f.kind != Kind::ErrorStatus
+            || !front_outcome(f)
+        {
             continue;
         }
         let (start, end) = window(f);
         let failed_then = findings.iter().enumerate().find(|(j, b)| {
-            flows[*j].0.is_some_and(|c| c.ip() == server.ip())
-                && flows[*j].1.is_some_and(|s| s.ip() != server.ip())
+            let (Some(bc), Some(bs)) = flows[*j] else {
+                return false;
+            };
+            bc.ip() != client.ip()
+                && bs.ip() != server.ip()
+                && (bc.ip() == server.ip()
+                    || b.facts.at.ts >= f.facts.request_at.map_or(start, |r| r.ts))
                 && matches!(
                     b.kind,
                     Kind::HandshakeRefused | Kind::SynUnanswered | Kind::ConnectionReset
                 )
                 && (start..=end).contains(&b.facts.at.ts)
         });
-        if let Some((j, _)) = failed_then {
-            known.insert(server.ip());
+        if let Some((j, _)) = failed_then
+            && let (Some(bc), Some(bs)) = flows[j]
+        {
+            known.push((server.ip(), [server.ip(), bc.ip()].into_iter().collect()));
             balancers.push(BalancerReport {
                 address: server.ip().to_string(),
+                back_addresses: [server.ip(), bc.ip()]
+                    .into_iter()
+                    .collect::<BTreeSet<_>>()
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect(),
                 front: vec![server.to_string()],
-                back: flows[j].1.map(|s| s.to_string()).into_iter().collect(),
+                back: vec![bs.to_string()],
                 forwarded_requests: 0,
             });
         }
@@ -271,37 +329,38 @@ pub fn link(findings: &mut [Finding], balancers: &mut Vec<BalancerReport>) {
     if known.is_empty() {
         return;
     }
+    // Which balancer (by index) each finding's front or back leg belongs to.
+    let mut balancer_of: Vec<Option<usize>> = vec![None; findings.len()];
     for (i, f) in findings.iter_mut().enumerate() {
         let (client, server) = flows[i];
-        f.leg = if server.is_some_and(|s| known.contains(&s.ip())) {
-            Some(Leg::Front)
-        } else if client.is_some_and(|c| known.contains(&c.ip())) {
-            Some(Leg::Back)
-        } else {
-            None
-        };
+        if let Some(b) = server.and_then(|s| known.iter().position(|(x, _)| *x == s.ip())) {
+            f.leg = Some(Leg::Front);
+            balancer_of[i] = Some(b);
+        } else if let Some(b) =
+            client.and_then(|c| known.iter().position(|(_, from)| from.contains(&c.ip())))
+        {
+            f.leg = Some(Leg::Back);
+            balancer_of[i] = Some(b);
+        }
     }
     let mut links: Vec<(usize, usize)> = Vec::new();
     for (i, f) in findings.iter().enumerate() {
         if f.leg != Some(Leg::Front) || !front_outcome(f) {
             continue;
         }
-        let Some(balancer) = flows[i].1.map(|s| s.ip()) else {
-            continue;
-        };
         let (start, end) = window(f);
         let best = findings
             .iter()
             .enumerate()
             .filter(|(j, b)| {
                 b.leg == Some(Leg::Back)
-                    && flows[*j].0.is_some_and(|c| c.ip() == balancer)
+                    && balancer_of[*j] == balancer_of[i]
                     && back_cause(b)
                     && (start..=end).contains(&b.facts.at.ts)
             })
             .max_by_key(|(_, b)| {
-                let same_request = b.facts.request_key.is_some()
-                    && b.facts.request_key == f.facts.request_key;
+                let same_request =
+                    b.facts.request_key.is_some() && b.facts.request_key == f.facts.request_key;
                 // A failure beats a pass-through status; the same request beats a neighbour.
                 (same_request, b.kind != Kind::ErrorStatus, b.facts.at.ts)
             });
@@ -391,7 +450,10 @@ fn rejudge(findings: &mut [Finding], front: usize, back: usize) {
                 explanation: format!(
                     "The balancer itself answered {status}: the backend failed it on the back leg, as finding {back} shows."
                 ),
-                next_steps: b.causes.first().map_or(Vec::new(), |c| c.next_steps.clone()),
+                next_steps: b
+                    .causes
+                    .first()
+                    .map_or(Vec::new(), |c| c.next_steps.clone()),
             }];
         }
     }
@@ -439,12 +501,19 @@ mod test {
             ts: Timestamp(10_000_000),
         });
         front.facts.response_at = Some(front.facts.at);
-        let mut reset = finding(Kind::ConnectionReset, "10.0.0.5:40000", "10.0.1.7:8080", 11, 19);
+        let mut reset = finding(
+            Kind::ConnectionReset,
+            "10.0.0.5:40000",
+            "10.0.1.7:8080",
+            11,
+            19,
+        );
         reset.facts.by = Some(Actor::Server);
         let unrelated = finding(Kind::ConnectionReset, "10.9.9.9:1", "10.0.1.7:8080", 13, 19);
         let mut list = vec![reset, front, unrelated];
         let mut balancers = vec![BalancerReport {
             address: "10.0.0.5".into(),
+            back_addresses: vec![],
             front: vec![],
             back: vec![],
             forwarded_requests: 1,
@@ -455,7 +524,13 @@ mod test {
         assert_eq!(list[2].leg, None);
         assert_eq!(list[1].explained_by, vec![0]);
         assert_eq!(list[0].explains, vec![1]);
-        assert!(list[1].summary.contains("balancer 10.0.0.5:80 answered 502"), "{}", list[1].summary);
+        assert!(
+            list[1]
+                .summary
+                .contains("balancer 10.0.0.5:80 answered 502"),
+            "{}",
+            list[1].summary
+        );
     }
 
     #[test]
@@ -467,13 +542,20 @@ mod test {
             ts: Timestamp(10_000_000),
         });
         front.facts.response_at = Some(front.facts.at);
-        let mut gave_up = finding(Kind::ClientClosedEarly, "10.0.0.5:40000", "10.0.1.7:8080", 29, 2009);
+        let mut gave_up = finding(
+            Kind::ClientClosedEarly,
+            "10.0.0.5:40000",
+            "10.0.1.7:8080",
+            29,
+            2009,
+        );
         gave_up.facts.by = Some(Actor::Client);
         let mut list = vec![gave_up, front];
         // No forwarded request was matched: the refusal rule does not apply either, so the
         // balancer is named.
         let mut balancers = vec![BalancerReport {
             address: "10.0.0.5".into(),
+            back_addresses: vec![],
             front: vec![],
             back: vec![],
             forwarded_requests: 0,
@@ -493,7 +575,13 @@ mod test {
             ts: Timestamp(10_000_000),
         });
         front.facts.response_at = Some(front.facts.at);
-        let refused = finding(Kind::HandshakeRefused, "10.0.0.5:40000", "10.0.1.7:8080", 6, 11);
+        let refused = finding(
+            Kind::HandshakeRefused,
+            "10.0.0.5:40000",
+            "10.0.1.7:8080",
+            6,
+            11,
+        );
         let mut list = vec![refused, front];
         let mut balancers = Vec::new();
         link(&mut list, &mut balancers);

@@ -212,7 +212,11 @@ pub struct Finding {
 /// its own: a balancer or proxy of the capture.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct BalancerReport {
+    /// The address clients connect to.
     pub address: String,
+    /// The addresses it connects to backends from (another one on a host with an interface on
+    /// each side).
+    pub back_addresses: Vec<String>,
     /// The endpoints it serves clients on.
     pub front: Vec<String>,
     /// The backends it forwards to.
