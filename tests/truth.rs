@@ -1,7 +1,9 @@
 //! Every capture in `captures/` is analyzed and checked against the `.truth.json` beside it:
 //! the findings it must produce (kind, status, server port, evidence frames, and optionally the
 //! request, and text the reason must or must not contain), the kinds it must not produce, the
-//! warnings it must carry, and the strings (secrets) no report may show.
+//! warnings it must carry, and the strings (secrets) no report may show. Proxy captures (both
+//! legs of a balancer) add each finding's `leg` and `explained_by` links, the balancers the
+//! capture summary lists, a ceiling on severity and the status the verdict tells.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -102,6 +104,125 @@ fn packets(f: &Value) -> Vec<u64> {
         .unwrap_or_default()
 }
 
+fn frames(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+/// An expectation's `kind`: one kind, or a list of kinds any of which is right (where the
+/// catalogue leaves the choice open, e.g. a back request the balancer gave up on: slow_response
+/// or no_response).
+fn kinds(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn kind_matches(want: &Value, f: &Value) -> bool {
+    f["kind"]
+        .as_str()
+        .is_some_and(|k| kinds(want).iter().any(|w| w == k))
+}
+
+/// The optional proxy conditions of an expectation: `leg` ("front" or "back", equal to the
+/// finding's leg), `severity`, and `explained_by`: each entry (`kind`, `leg`, `frames`) must be
+/// matched by a finding that this finding's `explained_by` indexes point at.
+fn proxy_matches(exp: &Value, f: &Value, findings: &[Value]) -> bool {
+    let leg_ok = exp["leg"].as_str().is_none_or(|l| f["leg"] == l);
+    let severity_ok = exp["severity"].as_str().is_none_or(|s| f["severity"] == s);
+    let causes: Vec<&Value> = f["explained_by"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| findings.get(usize::try_from(i.as_u64()?).ok()?))
+                .collect()
+        })
+        .unwrap_or_default();
+    let explained_ok = exp["explained_by"]
+        .as_array()
+        .map(|wants| {
+            wants.iter().all(|want| {
+                let want_frames = frames(&want["frames"]);
+                causes.iter().any(|c| {
+                    kind_matches(&want["kind"], c)
+                        && want["leg"].as_str().is_none_or(|l| c["leg"] == l)
+                        && want_frames.iter().all(|n| packets(c).contains(n))
+                })
+            })
+        })
+        .unwrap_or(true);
+    leg_ok && severity_ok && explained_ok
+}
+
+const SEVERITIES: [&str; 3] = ["info", "warning", "error"];
+
+/// The optional top-level proxy conditions: `balancers` (each entry's address found in
+/// captures[0].balancers with at least its front and back endpoints; as many balancers as the
+/// truth lists, so `[]` means none), `max_severity` (no finding above it: what worked for the
+/// client is no error), and `status_story` (the capture's verdict names that status and
+/// contains every `contains` string, letter case aside).
+fn check_proxy(truth: &Value, name: &str, report: &Value, findings: &[Value]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let capture = &report["captures"][0];
+    if let Some(want) = truth["balancers"].as_array() {
+        let got = capture["balancers"].as_array().cloned().unwrap_or_default();
+        if got.len() != want.len() {
+            problems.push(format!(
+                "{name}: expected {} balancers, report lists {:?}",
+                want.len(),
+                capture["balancers"]
+            ));
+        }
+        for w in want {
+            let found = got.iter().any(|g| {
+                g["address"] == w["address"]
+                    && ["front", "back"].iter().all(|leg| {
+                        let have = strings(g, leg);
+                        strings(w, leg).iter().all(|e| have.contains(e))
+                    })
+            });
+            if !found {
+                problems.push(format!(
+                    "{name}: no balancer matches {w}; report lists {:?}",
+                    capture["balancers"]
+                ));
+            }
+        }
+    }
+    if let Some(max) = truth["max_severity"].as_str() {
+        let rank = |s: &str| SEVERITIES.iter().position(|x| *x == s);
+        for f in findings {
+            if rank(f["severity"].as_str().unwrap_or("error")) > rank(max) {
+                problems.push(format!(
+                    "{name}: {} is {}, above {max}: {}",
+                    f["kind"], f["severity"], f["summary"]
+                ));
+            }
+        }
+    }
+    if let Some(story) = truth.get("status_story").filter(|s| s.is_object()) {
+        let verdict = capture["verdict"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase();
+        let status = story["status"].as_u64().map(|s| s.to_string());
+        for want in status.iter().cloned().chain(strings(story, "contains")) {
+            if !verdict.contains(&want.to_lowercase()) {
+                problems.push(format!(
+                    "{name}: the verdict does not mention {want:?}: {verdict:?}"
+                ));
+            }
+        }
+    }
+    problems
+}
+
 /// Checks one capture; returns the problems found, empty when it matches its truth.
 fn check(truth_path: &Path) -> Vec<String> {
     let truth: Value = serde_json::from_str(&std::fs::read_to_string(truth_path).unwrap())
@@ -116,15 +237,12 @@ fn check(truth_path: &Path) -> Vec<String> {
 
     let mut expected_kinds = Vec::new();
     for exp in truth["expect"].as_array().cloned().unwrap_or_default() {
-        let kind = exp["kind"].as_str().unwrap();
-        expected_kinds.push(kind.to_string());
-        let want_frames: Vec<u64> = exp["frames"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_u64).collect())
-            .unwrap_or_default();
+        expected_kinds.extend(kinds(&exp["kind"]));
+        let want_frames = frames(&exp["frames"]);
         let hit = findings.iter().enumerate().position(|(i, f)| {
             !used[i]
-                && f["kind"] == kind
+                && kind_matches(&exp["kind"], f)
+                && proxy_matches(&exp, f, &findings)
                 && exp["server_port"]
                     .as_u64()
                     .is_none_or(|p| server_port(f) == Some(p))
@@ -141,10 +259,12 @@ fn check(truth_path: &Path) -> Vec<String> {
                 findings
                     .iter()
                     .map(|f| format!(
-                        "{}@{}{:?} {:?} {:?}",
+                        "{}@{}{:?} leg={} explained_by={} {:?} {:?}",
                         f["kind"],
                         f["flow"]["server"],
                         packets(f),
+                        f["leg"],
+                        f["explained_by"],
                         evidence(f, "request"),
                         evidence(f, "reason")
                     ))
@@ -182,6 +302,7 @@ fn check(truth_path: &Path) -> Vec<String> {
             }
         }
     }
+    problems.extend(check_proxy(&truth, name, &report, &findings));
     let warnings: Vec<String> = report["captures"][0]["warnings"]
         .as_array()
         .map(|a| {
@@ -288,8 +409,11 @@ fn every_finding_kind_is_demonstrated_by_a_capture() {
     let mut expected = std::collections::BTreeSet::new();
     for f in truth_files() {
         let truth: Value = serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+        // A list of acceptable kinds demonstrates none of them on its own.
         for e in truth["expect"].as_array().unwrap() {
-            expected.insert(e["kind"].as_str().unwrap().to_string());
+            if let Some(kind) = e["kind"].as_str() {
+                expected.insert(kind.to_string());
+            }
         }
     }
     let missing: Vec<&String> = documented
