@@ -491,7 +491,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
     let mut list = findings.list;
     list.sort_by(|a, b| a.packets.first().cmp(&b.packets.first()));
     let mut balancers = findings.balancers;
-    crate::detect::link_legs(&mut list, &mut balancers);
+    crate::detect::link_legs(&mut list, &mut balancers, &findings.answered);
     let mut summary = CaptureSummary {
         file: name,
         format: reader.info.format.to_string(),

@@ -1,7 +1,7 @@
 //! The one or two sentences at the top of each capture's report, for a reader who has never
 //! read a TCP trace: what went wrong, where, and what a load balancer would answer.
 
-use crate::report::{Actor, CaptureSummary, Finding, Kind, Severity};
+use crate::report::{Actor, CaptureSummary, Finding, Kind, Leg, Severity};
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
@@ -129,6 +129,17 @@ fn sentence(f: &Finding, n: usize) -> String {
                 |a| format!("{a} alert")
             )
         ),
+        Kind::KeepaliveRace => format!(
+            "{server} closed {} just as a request was sent on it (a keep-alive race), which a load balancer answers with 502 unless it retries: the backend's keep-alive timeout is shorter than the balancer's.",
+            plural(
+                n,
+                "idle keep-alive connection",
+                "idle keep-alive connections"
+            )
+        ),
+        Kind::ServerRestart => format!(
+            "{server} went down with requests in flight (a crash or restart) and refused connections until it was back, which a load balancer answers with 502."
+        ),
         Kind::IcmpFragNeeded | Kind::CaptureGap => {
             format!("{} ({} time(s)).", f.summary.trim_end_matches('.'), n)
         }
@@ -148,7 +159,115 @@ fn story(kind: Kind, by: &str) -> Kind {
 /// Problems that read as one sentence: same severity, kind, actor and server.
 type GroupKey = (Reverse<Severity>, Kind, String, String);
 
+/// What a back-leg finding says happened, as the end of "because backend X ...".
+fn because(b: &Finding) -> String {
+    match b.kind {
+        Kind::HandshakeRefused => "refused the connection".into(),
+        Kind::SynUnanswered => {
+            "never answered the balancer's connection attempt (its connect timeout ran out)".into()
+        }
+        Kind::ConnectionReset => "reset the connection".into(),
+        Kind::ClosedBeforeResponse => "closed the connection without answering".into(),
+        Kind::KeepaliveRace => "closed its idle keep-alive connection just as the balancer sent the request on it (a keep-alive race: the backend's keep-alive timeout is shorter than the balancer's)".into(),
+        Kind::SlowResponse => "did not answer within the balancer's read timeout".into(),
+        Kind::MtuBlackhole => {
+            "never received the request's large packets (an MTU blackhole on the back leg)".into()
+        }
+        Kind::ErrorStatus => format!(
+            "answered {} itself",
+            b.facts.status.map_or("an error".to_string(), |s| s.to_string())
+        ),
+        Kind::ResponseBodyTruncated => "cut its response short".into(),
+        other => format!("failed ({other})"),
+    }
+}
+
+type ChainKey = (String, Option<u16>, Kind, String);
+
+/// On a capture with a balancer, the chain behind each of its failed answers, ranked by how
+/// many requests it explains: "the balancer answered 502 to GET / because backend X reset".
+fn stories(findings: &[Finding]) -> Vec<String> {
+    // (front kind, status, back kind, backend) -> (requests, first front, its back finding)
+    let mut groups: BTreeMap<ChainKey, (usize, usize, usize)> = BTreeMap::new();
+    for (i, f) in findings.iter().enumerate() {
+        if f.leg != Some(Leg::Front) || f.severity < Severity::Warning {
+            continue;
+        }
+        let Some(&b) = f.explained_by.first().or(f.explains.first()) else {
+            continue;
+        };
+        let Some(back) = findings.get(b) else {
+            continue;
+        };
+        groups
+            .entry((
+                f.kind.to_string(),
+                f.facts.status,
+                back.kind,
+                back.flow.server.clone(),
+            ))
+            .or_insert((0, i, b))
+            .0 += 1;
+    }
+    let mut ranked: Vec<_> = groups.into_values().collect();
+    ranked.sort_by_key(|(n, i, _)| (Reverse(*n), *i));
+    ranked
+        .into_iter()
+        .map(|(n, i, b)| {
+            let (f, back) = (&findings[i], &findings[b]);
+            let request = f.facts.request.as_deref().unwrap_or("a request");
+            let more = if n > 1 {
+                format!(" and {} more", plural(n - 1, "request", "requests"))
+            } else {
+                String::new()
+            };
+            let restarted = back
+                .explained_by
+                .iter()
+                .any(|&r| findings.get(r).is_some_and(|x| x.kind == Kind::ServerRestart));
+            let restart = if restarted {
+                " (it went down with requests in flight: a crash or restart)"
+            } else {
+                ""
+            };
+            match f.kind {
+                Kind::ClientClosedEarly => format!(
+                    "The client {} gave up on {request}{more} at the balancer {} before the answer came, and the balancer aborted its request to {}: it logs 499.",
+                    f.flow.client, f.flow.server, back.flow.server
+                ),
+                Kind::ResponseBodyTruncated => format!(
+                    "The balancer {} cut its answer to {request}{more} short because backend {} {}{restart}.",
+                    f.flow.server,
+                    back.flow.server,
+                    because(back)
+                ),
+                _ => format!(
+                    "The balancer {} answered {} to {request}{more} because backend {} {}{restart}.",
+                    f.flow.server,
+                    f.facts.status.map_or("an error".to_string(), |s| s.to_string()),
+                    back.flow.server,
+                    because(back)
+                ),
+            }
+        })
+        .collect()
+}
+
 pub fn verdict(capture: &CaptureSummary, findings: &[Finding]) -> String {
+    let chains = stories(findings);
+    if !chains.is_empty() {
+        let mut t = chains.iter().take(3).cloned().collect::<Vec<_>>().join(" ");
+        if chains.len() > 3 {
+            t.push_str(&format!(
+                " {} more chain(s) are listed below.",
+                chains.len() - 3
+            ));
+        }
+        if capture.truncated {
+            t.push_str(" The file is cut short or damaged; it was analyzed up to that point.");
+        }
+        return t;
+    }
     // Group problems by severity, kind, who acted and server; keep the first as the example.
     let mut groups: BTreeMap<GroupKey, (usize, &Finding)> = BTreeMap::new();
     for f in findings.iter().filter(|f| f.severity >= Severity::Warning) {

@@ -818,7 +818,12 @@ const RACE_SLACK: crate::capture::Duration = crate::capture::Duration::from_mill
 /// idle.
 const RACE_MIN_IDLE: crate::capture::Duration = crate::capture::Duration::from_millis(200);
 
-fn keepalive_race(conn: &Connection, http: &HttpConn, txn: &Transaction, fin: Seen) -> Option<Race> {
+fn keepalive_race(
+    conn: &Connection,
+    http: &HttpConn,
+    txn: &Transaction,
+    fin: Seen,
+) -> Option<Race> {
     let seq = txn.seq?;
     let request = txn.request?;
     if seq == 0 || txn.response.is_some() {
@@ -847,7 +852,14 @@ fn keepalive_race(conn: &Connection, http: &HttpConn, txn: &Transaction, fin: Se
 }
 
 impl Race {
-    fn report(&self, conn: &Connection, txn: &Transaction, fin: Seen, ctx: &Context<'_>, out: &mut Findings) {
+    fn report(
+        &self,
+        conn: &Connection,
+        txn: &Transaction,
+        fin: Seen,
+        ctx: &Context<'_>,
+        out: &mut Findings,
+    ) {
         if !out.accepts(Kind::KeepaliveRace, conn.server) {
             return;
         }

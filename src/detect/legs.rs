@@ -10,11 +10,11 @@
 //! capture. Links are made at the end, over the findings.
 
 use super::http::request_key;
-use super::{Context, Detector, Event, Findings};
+use super::{Answered, Context, Detector, Event, Findings};
 use crate::capture::{Duration, Timestamp};
 use crate::proto::http::{HttpEvent, Transaction};
 use crate::report::{Actor, BalancerReport, Cause, Finding, Kind, Leg, Severity};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 /// Requests remembered for matching, at most.
@@ -69,6 +69,8 @@ pub struct Legs {
     candidates: HashMap<IpAddr, Candidate>,
     /// Addresses seen as the server of an HTTP connection.
     servers: BTreeSet<IpAddr>,
+    /// The latest requests answered below 400.
+    answered: VecDeque<Answered>,
 }
 
 impl Legs {
@@ -101,6 +103,20 @@ impl Legs {
             return;
         };
         let key = request_key(line);
+        if let (Some(status), Some(resp)) = (t.status, t.response_complete.or(t.response))
+            && status < 400
+        {
+            if self.answered.len() >= SKETCH_KEPT {
+                self.answered.pop_front();
+            }
+            self.answered.push_back(Answered {
+                key,
+                server,
+                request: req.ts,
+                response: resp.ts,
+                status,
+            });
+        }
         if let Some(e) = self.latest.get(&key).copied() {
             // The earlier one arrived at the balancer; the later one left it, from the same
             // address or (soon after) from another one toward another server.
@@ -203,6 +219,7 @@ impl Detector for Legs {
 
     fn finish(&mut self, _ctx: &Context<'_>, out: &mut Findings) {
         out.balancers = self.balancers();
+        out.answered = std::mem::take(&mut self.answered).into();
     }
 }
 
@@ -214,7 +231,10 @@ fn addr(s: &str) -> Option<SocketAddr> {
 fn front_outcome(f: &Finding) -> bool {
     match f.kind {
         Kind::ErrorStatus => f.facts.status.is_some_and(|s| s >= 500),
-        Kind::ClientClosedEarly | Kind::NoResponse | Kind::ClosedBeforeResponse => true,
+        Kind::ClientClosedEarly
+        | Kind::NoResponse
+        | Kind::ClosedBeforeResponse
+        | Kind::ResponseBodyTruncated => true,
         Kind::ConnectionReset => f.facts.by == Some(Actor::Server),
         _ => false,
     }
@@ -264,7 +284,11 @@ fn window(f: &Finding) -> (Timestamp, Timestamp) {
 /// Sets each finding's leg, links front outcomes to the back failures behind them, and
 /// re-judges what only both legs together tell. `balancers` may grow: an address that
 /// answered 5xx while its own connection to a backend failed is a balancer too.
-pub fn link(findings: &mut [Finding], balancers: &mut Vec<BalancerReport>) {
+pub fn link(
+    findings: &mut Vec<Finding>,
+    balancers: &mut Vec<BalancerReport>,
+    answered: &[Answered],
+) {
     let flows: Vec<(Option<SocketAddr>, Option<SocketAddr>)> = findings
         .iter()
         .map(|f| (addr(&f.flow.client), addr(&f.flow.server)))
@@ -326,9 +350,20 @@ pub fn link(findings: &mut [Finding], balancers: &mut Vec<BalancerReport>) {
             });
         }
     }
-    if known.is_empty() {
-        return;
+    if !known.is_empty() {
+        link_legs(findings, balancers, answered, &flows, &known);
     }
+    restarts(findings);
+    absorb(findings);
+}
+
+fn link_legs(
+    findings: &mut [Finding],
+    balancers: &mut [BalancerReport],
+    answered: &[Answered],
+    flows: &[(Option<SocketAddr>, Option<SocketAddr>)],
+    known: &[(IpAddr, BTreeSet<IpAddr>)],
+) {
     // Which balancer (by index) each finding's front or back leg belongs to.
     let mut balancer_of: Vec<Option<usize>> = vec![None; findings.len()];
     for (i, f) in findings.iter_mut().enumerate() {
@@ -370,6 +405,232 @@ pub fn link(findings: &mut [Finding], balancers: &mut Vec<BalancerReport>) {
     }
     for (front, back) in links {
         rejudge(findings, front, back);
+    }
+    // Every backend the balancers reached, failures included.
+    for (i, f) in findings.iter().enumerate() {
+        if let (Some(Leg::Back), Some(b), Some(server)) = (f.leg, balancer_of[i], flows[i].1)
+            && let Some(report) = balancers
+                .iter_mut()
+                .find(|r| r.address == known[b].0.to_string())
+            && !report.back.contains(&server.to_string())
+            && report.back.len() < MAX_ENDPOINTS
+        {
+            report.back.push(server.to_string());
+            report.back.sort();
+        }
+    }
+    recovered_by_retry(findings, known, &balancer_of, answered);
+}
+
+/// A back-leg failure that explains no front failure, while the balancer answered the same
+/// request (or one in flight then) below 400: it retried, and the client never saw it.
+fn recovered_by_retry(
+    findings: &mut [Finding],
+    known: &[(IpAddr, BTreeSet<IpAddr>)],
+    balancer_of: &[Option<usize>],
+    answered: &[Answered],
+) {
+    for (i, f) in findings.iter_mut().enumerate() {
+        let Some(b) = balancer_of[i] else { continue };
+        if f.leg != Some(Leg::Back) || !f.explains.is_empty() || f.severity != Severity::Error {
+            continue;
+        }
+        let at = f.facts.at.ts;
+        let retried = answered.iter().find(|a| {
+            a.server.ip() == known[b].0
+                && a.request <= at
+                && at <= a.response
+                && (f.facts.request_key.is_none() || f.facts.request_key == Some(a.key))
+        });
+        if let Some(a) = retried {
+            f.severity = Severity::Warning;
+            f.summary = format!(
+                "{} The balancer retried and its client got {} at {}: no request failed because of it, but it will when a retry is not possible (a POST, or no other backend).",
+                f.summary.trim_end(),
+                a.status,
+                a.server
+            );
+        }
+    }
+}
+
+/// How close together a server's failures must be to be one restart.
+const RESTART_WINDOW: Duration = Duration::from_millis(100);
+
+/// One server that closed or reset several connections with requests in flight at once: the
+/// process died (and the refusals after it say it was not back yet).
+fn restarts(findings: &mut Vec<Finding>) {
+    let died = |f: &Finding| match f.kind {
+        Kind::ClosedBeforeResponse | Kind::ResponseBodyTruncated => true,
+        Kind::ConnectionReset => f.facts.by == Some(Actor::Server),
+        _ => false,
+    };
+    let mut by_server: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, f) in findings.iter().enumerate() {
+        if died(f) {
+            by_server.entry(f.flow.server.clone()).or_default().push(i);
+        }
+    }
+    let mut made = Vec::new();
+    for (server, mut deaths) in by_server {
+        deaths.sort_by_key(|&i| findings[i].facts.at.ts);
+        let mut start = 0;
+        while start < deaths.len() {
+            let first = findings[deaths[start]].facts.at.ts;
+            let mut end = start;
+            while end + 1 < deaths.len()
+                && findings[deaths[end + 1]].facts.at.ts.saturating_sub(first) <= RESTART_WINDOW
+            {
+                end += 1;
+            }
+            let group: Vec<usize> = deaths[start..=end].to_vec();
+            let connections: BTreeSet<u64> = group
+                .iter()
+                .filter_map(|&i| findings[i].facts.connection)
+                .collect();
+            if connections.len() >= 2 {
+                made.push((server.clone(), group));
+            }
+            start = end + 1;
+        }
+    }
+    for (server, group) in made {
+        let first = &findings[group[0]];
+        let down = first.facts.at;
+        let last = group
+            .iter()
+            .map(|&i| findings[i].facts.at.ts)
+            .max()
+            .unwrap_or(down.ts);
+        let refused: Vec<usize> = findings
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| {
+                f.kind == Kind::HandshakeRefused
+                    && f.flow.server == server
+                    && f.facts.at.ts >= down.ts
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let mut packets: Vec<u64> = group
+            .iter()
+            .flat_map(|&i| findings[i].packets.iter().copied().max())
+            .collect();
+        packets.sort_unstable();
+        let refused_until = refused
+            .iter()
+            .map(|&i| findings[i].facts.at)
+            .max_by_key(|s| s.ts);
+        let index = findings.len();
+        let summary = format!(
+            "{server} dropped {} connections with requests in flight within {} at {}{}: the process died or restarted.",
+            group.len(),
+            last.saturating_sub(down.ts),
+            down.ts.rfc3339(),
+            refused_until.map_or(String::new(), |r| format!(
+                ", then refused {} new connection(s) until frame {}",
+                refused.len(),
+                r.frame
+            )),
+        );
+        let mut evidence = serde_json::Map::new();
+        evidence.insert("went_down".into(), down.ts.rfc3339().into());
+        evidence.insert("connections".into(), group.len().into());
+        evidence.insert("refused_after".into(), refused.len().into());
+        evidence.insert(
+            "refused_until_frame".into(),
+            refused_until.map(|r| r.frame).into(),
+        );
+        let restart = Finding {
+            kind: Kind::ServerRestart,
+            severity: Severity::Error,
+            capture: first.capture.clone(),
+            flow: crate::report::Flow {
+                client: first.flow.client.clone(),
+                server: server.clone(),
+                filter: format!("tcp.port=={}", server.rsplit(':').next().unwrap_or("")),
+            },
+            packets,
+            time: down.ts.rfc3339(),
+            summary,
+            evidence,
+            causes: vec![Cause {
+                status: 502,
+                upstream_status: Some("-".into()),
+                explanation: "The backend process went away with requests in flight: every one of them gets 502, and new connections are refused until it is back. Unlike a keep-alive race, the connections die at once and mid-request.".into(),
+                next_steps: vec![
+                    format!("Look for a crash, an OOM kill or a deploy on {} at {}: journalctl, dmesg | grep -i kill, the orchestrator's events.", server, down.ts.rfc3339()),
+                    "Drain backends before restarting them (deregistration delay, graceful shutdown) so the balancer stops sending first.".into(),
+                ],
+            }],
+            leg: first.leg,
+            explained_by: Vec::new(),
+            explains: group.iter().chain(refused.iter()).copied().collect(),
+            facts: crate::report::Facts {
+                at: down,
+                ..Default::default()
+            },
+        };
+        for &i in group.iter().chain(refused.iter()) {
+            findings[i].explained_by.push(index);
+        }
+        findings.push(restart);
+    }
+}
+
+/// A reset that only repeats what another finding on the same connection already tells (the
+/// backend's RST after its keep-alive close, the balancer's RST at its read timeout) is folded
+/// into that finding.
+fn absorb(findings: &mut Vec<Finding>) {
+    let tells_it = |f: &Finding| {
+        matches!(f.kind, Kind::KeepaliveRace | Kind::SlowResponse)
+            || f.explained_by
+                .iter()
+                .any(|_| f.kind == Kind::ClientClosedEarly)
+    };
+    let mut drop = vec![false; findings.len()];
+    for i in 0..findings.len() {
+        if findings[i].kind != Kind::ConnectionReset || !findings[i].explains.is_empty() {
+            continue;
+        }
+        let conn = findings[i].facts.connection;
+        if let Some(j) = (0..findings.len()).find(|&j| {
+            j != i
+                && conn.is_some()
+                && findings[j].facts.connection == conn
+                && tells_it(&findings[j])
+        }) {
+            let frames = findings[i].packets.clone();
+            let keeper = &mut findings[j];
+            keeper.packets.extend(frames);
+            keeper.packets.sort_unstable();
+            keeper.packets.dedup();
+            drop[i] = true;
+        }
+    }
+    if !drop.iter().any(|d| *d) {
+        return;
+    }
+    let mut new_index = vec![None; findings.len()];
+    let mut n = 0;
+    for (i, d) in drop.iter().enumerate() {
+        if !d {
+            new_index[i] = Some(n);
+            n += 1;
+        }
+    }
+    let old = std::mem::take(findings);
+    for (i, mut f) in old.into_iter().enumerate() {
+        if drop[i] {
+            continue;
+        }
+        f.explained_by = f
+            .explained_by
+            .iter()
+            .filter_map(|&k| new_index[k])
+            .collect();
+        f.explains = f.explains.iter().filter_map(|&k| new_index[k]).collect();
+        findings.push(f);
     }
 }
 
@@ -518,7 +779,7 @@ mod test {
             back: vec![],
             forwarded_requests: 1,
         }];
-        link(&mut list, &mut balancers);
+        link(&mut list, &mut balancers, &[]);
         assert_eq!(list[1].leg, Some(Leg::Front));
         assert_eq!(list[0].leg, Some(Leg::Back));
         assert_eq!(list[2].leg, None);
@@ -560,7 +821,7 @@ mod test {
             back: vec![],
             forwarded_requests: 0,
         }];
-        link(&mut list, &mut balancers);
+        link(&mut list, &mut balancers, &[]);
         assert_eq!(list[0].kind, Kind::SlowResponse);
         assert_eq!(list[0].causes[0].status, 504);
         assert_eq!(list[1].explained_by, vec![0]);
@@ -584,7 +845,7 @@ mod test {
         );
         let mut list = vec![refused, front];
         let mut balancers = Vec::new();
-        link(&mut list, &mut balancers);
+        link(&mut list, &mut balancers, &[]);
         assert_eq!(balancers.len(), 1);
         assert_eq!(list[1].explained_by, vec![0]);
     }

@@ -87,6 +87,19 @@ pub struct Findings {
     awaiting_end: HashMap<u64, Vec<usize>>,
     /// The capture's balancers, as far as the traffic showed them.
     pub balancers: Vec<BalancerReport>,
+    /// Requests answered below 400, remembered (boundedly) to tell a back-leg failure the
+    /// balancer recovered from by retrying.
+    pub answered: Vec<Answered>,
+}
+
+/// A request that got an answer below 400.
+#[derive(Clone, Copy, Debug)]
+pub struct Answered {
+    pub key: u64,
+    pub server: SocketAddr,
+    pub request: Timestamp,
+    pub response: Timestamp,
+    pub status: u16,
 }
 
 impl Findings {
@@ -98,6 +111,7 @@ impl Findings {
             suppressed: 0,
             awaiting_end: HashMap::new(),
             balancers: Vec::new(),
+            answered: Vec::new(),
         }
     }
 
@@ -350,8 +364,12 @@ impl Detectors {
 }
 
 /// Sets legs and links on a capture's sorted findings (see `legs.rs`).
-pub fn link_legs(findings: &mut [Finding], balancers: &mut Vec<BalancerReport>) {
-    legs::link(findings, balancers);
+pub fn link_legs(
+    findings: &mut Vec<Finding>,
+    balancers: &mut Vec<BalancerReport>,
+    answered: &[Answered],
+) {
+    legs::link(findings, balancers, answered);
 }
 
 /// What a detector decides about a connection; [`Draft::finish`] adds what every finding shares.
@@ -520,6 +538,7 @@ impl Draft {
                         frame: packets_first,
                         ts: self.first_ts,
                     },
+                    connection: Some(subject.serial),
                     ..Facts::default()
                 },
             },

@@ -151,6 +151,8 @@ impl Actor {
 pub struct Facts {
     /// First evidence frame and time.
     pub at: Seen,
+    /// The connection's number in the capture, when the finding is about one.
+    pub connection: Option<u64>,
     /// Who acted: the side that reset or closed.
     pub by: Option<Actor>,
     /// The side that stopped reading (zero window).
