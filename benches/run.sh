@@ -54,14 +54,14 @@ if [ "$quick" = 0 ]; then
   shapes+=("keepalive-1gb keepalive-api 5000 100" "mixed-1gb mixed 1024" "mixed-3gb mixed 3072")
 fi
 
-# Times a command (stdout to $work/out), keeping the fastest of N runs: "seconds peak_kb".
+# Times a command with stdout to OUT, keeping the fastest of N runs: "seconds peak_kb".
 measure() {
-  local n=$1; shift
+  local n=$1 out=$2; shift 2
   local best="" best_kb=0 i s kb
   local start end
   for ((i = 0; i < n; i++)); do
     start=$(date +%s%N)
-    /usr/bin/time -o "$work/time" -f '%M' "$@" > "$work/out" 2> "$work/err" || true
+    /usr/bin/time -o "$work/time" -f '%M' "$@" > "$out" 2> "$work/err" || true
     end=$(date +%s%N)
     # The clock around the command, not time's %e: that one counts in hundredths.
     s=$(echo "scale=4; ($end - $start) / 1000000000" | bc)
@@ -71,6 +71,7 @@ measure() {
   echo "$best $best_kb"
 }
 
+echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)), load average $(cut -d' ' -f1-3 /proc/loadavg), lbdiag $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 results="$work/results.tsv"
 : > "$results"
 for shape in "${shapes[@]}"; do
@@ -81,18 +82,20 @@ for shape in "${shapes[@]}"; do
     "$synth" "$kind" $args "$f" 2> /dev/null
     echo "$stamp" > "$f.stamp"
   fi
+  # Written back to disk before timing: writeback of a fresh file slows whatever runs beside it.
+  sync "$f"
   size=$(stat -c %s "$f")
   n=$runs
   if [ "$size" -gt $((2 << 30)) ] && [ "$n" -gt 2 ]; then n=2; fi
   cat "$f" > /dev/null # into the page cache, so that every tool reads from memory
-  read -r cat_s cat_kb < <(measure "$n" cat "$f")
-  read -r po_s po_kb < <(measure "$n" "$parse_only" "$f")
+  read -r cat_s cat_kb < <(measure "$n" /dev/null cat "$f")
+  read -r po_s po_kb < <(measure "$n" "$work/out" "$parse_only" "$f")
   packets=$(sed -n 's/.*: \([0-9]*\) packets.*/\1/p' "$work/out")
-  read -r lb_s lb_kb < <(measure "$n" "$lbdiag" analyze --format json --fail-on never "$f")
+  read -r lb_s lb_kb < <(measure "$n" "$work/out" "$lbdiag" analyze --format json --fail-on never "$f")
   cp "$work/out" "$work/$name.json"
   ts_s=- ts_kb=-
   if [ "$quick" = 0 ] && [ "$size" -lt $((200 << 20)) ] && [ "$kind" != syn-flood ] && command -v tshark > /dev/null; then
-    read -r ts_s ts_kb < <(measure 1 tshark -q -z expert -r "$f")
+    read -r ts_s ts_kb < <(measure 1 /dev/null tshark -q -z expert -r "$f")
   fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$size" "$packets" \
     "$cat_s" "$cat_kb" "$po_s" "$po_kb" "$lb_s" "$lb_kb" "$ts_s" "$ts_kb" "$f" "$work/$name.json" >> "$results"
