@@ -637,6 +637,11 @@ fn absorb(findings: &mut Vec<Finding>) {
 /// Records that `back` explains `front` and says what the two together mean.
 fn rejudge(findings: &mut [Finding], front: usize, back: usize) {
     let (f, b) = (findings[front].clone(), findings[back].clone());
+    let frames = |x: &Finding| {
+        let list: Vec<String> = x.packets.iter().take(4).map(|p| p.to_string()).collect();
+        format!("{} at frame {}", x.kind, list.join(", "))
+    };
+    let front_seen = frames(&f);
     let client_gave_up = f.kind == Kind::ClientClosedEarly;
     if client_gave_up && b.kind == Kind::ClientClosedEarly {
         // The client gave up, so the balancer aborted the request it had forwarded: one 499
@@ -646,7 +651,7 @@ fn rejudge(findings: &mut [Finding], front: usize, back: usize) {
         let bk = &mut findings[back];
         bk.severity = Severity::Info;
         bk.summary = format!(
-            "The balancer {} aborted its request to {} because its own client gave up first (finding {front}).",
+            "The balancer {} aborted its request to {} because its own client gave up first ({front_seen}).",
             bk.flow.client, bk.flow.server
         );
         bk.causes = vec![Cause {
@@ -687,19 +692,22 @@ fn rejudge(findings: &mut [Finding], front: usize, back: usize) {
             ],
         }];
     }
-    let why = findings[back].summary.trim_end_matches('.').to_string();
+    // What the back finding says now that it has been judged with the front in view.
+    let b = findings[back].clone();
+    let back_seen = frames(&b);
+    let why = b.summary.trim_end_matches('.').to_string();
     let fr = &mut findings[front];
     if fr.kind == Kind::ErrorStatus {
         let passed_through = b.kind == Kind::ErrorStatus && b.facts.status == f.facts.status;
         fr.summary = if passed_through {
             format!(
-                "The balancer {} passed on {status} for {} from the backend (finding {back}): {why}.",
+                "The balancer {} passed on {status} for {} from the backend ({back_seen}): {why}.",
                 fr.flow.server,
                 fr.facts.request.as_deref().unwrap_or("the request"),
             )
         } else {
             format!(
-                "The balancer {} answered {status} to {} because of the back leg (finding {back}): {why}.",
+                "The balancer {} answered {status} to {} because of the back leg ({back_seen}): {why}.",
                 fr.flow.server,
                 fr.facts.request.as_deref().unwrap_or("the request"),
             )
@@ -709,7 +717,7 @@ fn rejudge(findings: &mut [Finding], front: usize, back: usize) {
                 status,
                 upstream_status: Some("-".into()),
                 explanation: format!(
-                    "The balancer itself answered {status}: the backend failed it on the back leg, as finding {back} shows."
+                    "The balancer itself answered {status}: the backend failed it on the back leg ({back_seen})."
                 ),
                 next_steps: b
                     .causes

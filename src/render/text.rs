@@ -2,7 +2,7 @@
 //! explain, each with its frames, its Wireshark filter and what to run next.
 
 use super::terminal_safe;
-use crate::report::{CaptureSummary, Finding, Report, Severity};
+use crate::report::{CaptureSummary, Finding, Leg, Report, Severity};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
@@ -77,7 +77,7 @@ pub fn render(report: &Report, style: Style, w: &mut dyn Write) -> io::Result<()
             .iter()
             .filter(|f| f.capture == capture.file)
             .collect();
-        render_capture(capture, &findings, style, w)?;
+        render_capture(capture, &findings, &report.findings, style, w)?;
     }
     if report.captures.len() > 1 {
         writeln!(w)?;
@@ -106,6 +106,7 @@ pub fn render(report: &Report, style: Style, w: &mut dyn Write) -> io::Result<()
 fn render_capture(
     c: &CaptureSummary,
     findings: &[&Finding],
+    all: &[Finding],
     style: Style,
     w: &mut dyn Write,
 ) -> io::Result<()> {
@@ -162,7 +163,7 @@ fn render_capture(
             ))
         )?;
         for f in group {
-            render_finding(f, style, w)?;
+            render_finding(f, all, style, w)?;
         }
     }
     if !notes.is_empty() {
@@ -192,7 +193,7 @@ fn render_capture(
     Ok(())
 }
 
-fn render_finding(f: &Finding, style: Style, w: &mut dyn Write) -> io::Result<()> {
+fn render_finding(f: &Finding, all: &[Finding], style: Style, w: &mut dyn Write) -> io::Result<()> {
     writeln!(
         w,
         "  {} {}  frames {}  {}",
@@ -202,6 +203,23 @@ fn render_finding(f: &Finding, style: Style, w: &mut dyn Write) -> io::Result<()
         f.time
     )?;
     writeln!(w, "    {}", terminal_safe(&f.summary))?;
+    if let Some(leg) = f.leg {
+        let leg = match leg {
+            Leg::Front => "front (client to balancer)",
+            Leg::Back => "back (balancer to backend)",
+        };
+        writeln!(w, "    Leg: {leg}")?;
+    }
+    for (label, links) in [("Explained by", &f.explained_by), ("Explains", &f.explains)] {
+        let told: Vec<String> = links
+            .iter()
+            .filter_map(|&i| all.get(i))
+            .map(|x| format!("{} (frames {})", x.kind, frames(&x.packets)))
+            .collect();
+        if !told.is_empty() {
+            writeln!(w, "    {label}: {}", told.join("; "))?;
+        }
+    }
     if let Some(request) = &f.facts.request {
         let status = f
             .facts
