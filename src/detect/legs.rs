@@ -64,9 +64,9 @@ impl Candidate {
 #[derive(Default)]
 pub struct Legs {
     declared: Vec<IpAddr>,
-    latest: HashMap<u64, Brief>,
+    latest: HashMap<u64, Brief, foldhash::fast::RandomState>,
     order: VecDeque<(u64, Timestamp)>,
-    candidates: HashMap<IpAddr, Candidate>,
+    candidates: HashMap<IpAddr, Candidate, foldhash::fast::RandomState>,
     /// Addresses seen as the server of an HTTP connection.
     servers: BTreeSet<IpAddr>,
     /// The latest requests answered below 400.

@@ -318,17 +318,12 @@ fn head_end(buffered: &[u8], data: &[u8]) -> Option<usize> {
             buffered.len().checked_sub(back - i).map(|j| buffered[j])
         }
     };
-    let mut from = 0;
-    while let Some(p) = data[from..].iter().position(|&b| b == b'\n') {
-        let i = from + p;
-        match before(i, 1) {
-            Some(b'\n') => return Some(i + 1),
-            Some(b'\r') if before(i, 2) == Some(b'\n') => return Some(i + 1),
-            _ => {}
-        }
-        from = i + 1;
-    }
-    None
+    // Every head byte is looked at once per message: a vectorised search for line ends.
+    memchr::memchr_iter(b'\n', data).find_map(|i| match before(i, 1) {
+        Some(b'\n') => Some(i + 1),
+        Some(b'\r') if before(i, 2) == Some(b'\n') => Some(i + 1),
+        _ => None,
+    })
 }
 
 fn looks_like_method(data: &[u8]) -> bool {
