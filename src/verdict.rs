@@ -217,7 +217,7 @@ fn stories(findings: &[Finding]) -> Vec<String> {
             let (f, back) = (&findings[i], &findings[b]);
             let request = f.facts.request.as_deref().unwrap_or("a request");
             let more = if n > 1 {
-                format!(" and {} more", plural(n - 1, "request", "requests"))
+                format!(" and {} more", n - 1)
             } else {
                 String::new()
             };
