@@ -107,6 +107,9 @@ struct AnalyzeArgs {
     /// the traffic: an address that serves requests and forwards the same ones to a backend.
     #[arg(long = "balancer", value_name = "ADDR")]
     balancers: Vec<std::net::IpAddr>,
+    /// Keep only the findings that explain this status (repeatable), with what explains them.
+    #[arg(long = "status", value_name = "CODE")]
+    statuses: Vec<u16>,
     /// Bytes of HTTP heads and TLS handshake messages buffered across all connections.
     #[arg(long, default_value_t = 256 << 20)]
     max_protocol_buffers: usize,
@@ -166,7 +169,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         max_findings_per_group: args.max_findings.max(1),
         balancers: args.balancers,
     };
-    let report = lbdiag::analyze_paths(&args.files, &options);
+    let mut report = lbdiag::analyze_paths(&args.files, &options);
+    report.keep_statuses(&args.statuses);
     for capture in &report.captures {
         if let Some(err) = &capture.error {
             eprintln!("lbdiag: {}", lbdiag::render::terminal_safe(err));

@@ -242,9 +242,17 @@ fn stories(findings: &[Finding]) -> Vec<String> {
                     because(back)
                 ),
                 _ => format!(
-                    "The balancer {} answered {} to {request}{more} because backend {} {}{restart}.",
+                    "The balancer {} answered {} to {request}{more}{} because backend {} {}{restart}.",
                     f.flow.server,
                     f.facts.status.map_or("an error".to_string(), |s| s.to_string()),
+                    f.facts
+                        .request_at
+                        .zip(f.facts.response_at)
+                        .map_or(String::new(), |(q, r)| format!(
+                            " (frame {}, {} after the request)",
+                            r.frame,
+                            r.ts.saturating_sub(q.ts)
+                        )),
                     back.flow.server,
                     because(back)
                 ),

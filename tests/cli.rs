@@ -170,3 +170,66 @@ fn findings_beyond_the_limit_are_counted() {
     assert_eq!(report["findings"].as_array().unwrap().len(), 10);
     assert_eq!(report["summary"]["suppressed"], 20);
 }
+
+#[test]
+fn status_keeps_what_explains_that_status_with_its_chain() {
+    let capture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/proxy-read-timeout.pcap");
+    let run = |status: &str| -> serde_json::Value {
+        let out = lbdiag()
+            .args([
+                "analyze",
+                "--format",
+                "json",
+                "--fail-on",
+                "never",
+                "--status",
+                status,
+            ])
+            .arg(&capture)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let kept = run("504");
+    let kinds: Vec<&str> = kept["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["error_status", "slow_response"]);
+    assert_eq!(kept["findings"][0]["explained_by"], serde_json::json!([1]));
+    assert_eq!(run("404")["findings"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn a_named_balancer_gives_legs() {
+    let capture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/proxy-refused.pcap");
+    let out = lbdiag()
+        .args([
+            "analyze",
+            "--format",
+            "json",
+            "--fail-on",
+            "never",
+            "--balancer",
+            "10.71.0.2",
+        ])
+        .arg(&capture)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["captures"][0]["balancers"][0]["address"],
+        "10.71.0.2"
+    );
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["leg"].is_string())
+    );
+}

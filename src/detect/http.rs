@@ -25,7 +25,10 @@ fn facts_of(txn: Option<&Transaction>, by: Option<Actor>) -> impl FnOnce(&mut Fa
         f.request = Some(t.request_line());
         f.request_key = t.line.as_ref().map(request_key);
         f.request_at = t.request;
+        f.reused_connection = t.seq.is_some_and(|n| n > 0);
+        f.request_done_at = t.request_complete;
         f.response_at = t.response;
+        f.response_done_at = t.response_complete;
         f.status = t.status;
     }
 }
@@ -807,6 +810,17 @@ struct Race {
     last_activity: Seen,
     position: u64,
     reset: Option<Seen>,
+}
+
+/// A server's keep-alive timeout, when its idle closes agree: all within 10% of their median.
+pub fn stable_idle(closes: &[crate::capture::Duration]) -> Option<crate::capture::Duration> {
+    let mut v = closes.to_vec();
+    v.sort();
+    let median = *v.get(v.len() / 2)?;
+    let tolerance = median.0 / 10;
+    v.iter()
+        .all(|d| (d.0 - median.0).abs() <= tolerance)
+        .then_some(median)
 }
 
 /// How close in capture time the request and the server's FIN must be to have crossed: about a

@@ -311,10 +311,7 @@ pub fn link(
         let (Some(client), Some(server)) = flows[i] else {
             continue;
         };
-        if known.iter().any(|(x, _)| *x == server.ip())
-            || f.kind != Kind::ErrorStatus
-            || !front_outcome(f)
-        {
+        if f.kind != Kind::ErrorStatus || !front_outcome(f) {
             continue;
         }
         let (start, end) = window(f);
@@ -335,6 +332,26 @@ pub fn link(
         if let Some((j, _)) = failed_then
             && let (Some(bc), Some(bs)) = flows[j]
         {
+            if let Some(k) = known.iter().position(|(x, _)| *x == server.ip()) {
+                // A known balancer: this is one of the addresses it reaches backends from.
+                known[k].1.insert(bc.ip());
+                if let Some(report) = balancers
+                    .iter_mut()
+                    .find(|r| r.address == server.ip().to_string())
+                {
+                    let from = bc.ip().to_string();
+                    if !report.back_addresses.contains(&from) {
+                        report.back_addresses.push(from);
+                        report.back_addresses.sort();
+                    }
+                    if !report.front.contains(&server.to_string())
+                        && report.front.len() < MAX_ENDPOINTS
+                    {
+                        report.front.push(server.to_string());
+                    }
+                }
+                continue;
+            }
             known.push((server.ip(), [server.ip(), bc.ip()].into_iter().collect()));
             balancers.push(BalancerReport {
                 address: server.ip().to_string(),
@@ -634,6 +651,36 @@ fn absorb(findings: &mut Vec<Finding>) {
     }
 }
 
+/// One request as the balancer saw it, in the measures balancers log (haproxy's Tq/Tw/Tc/Tr/Ta,
+/// nginx's request_time and upstream_response_time): how long the client took to send it, how
+/// long the balancer waited before sending it on, the backend connection's handshake, how long
+/// the backend took to answer, and the whole. Milliseconds; absent where the capture does not
+/// tell.
+fn timings(front: &Finding, back: &Finding) -> Option<serde_json::Value> {
+    let ms = |a: Option<crate::report::Seen>, b: Option<crate::report::Seen>| {
+        a.zip(b)
+            .filter(|(a, b)| b.ts >= a.ts)
+            .map(|(a, b)| b.ts.saturating_sub(a.ts).as_millis_f64())
+    };
+    let f = &front.facts;
+    let b = &back.facts;
+    let start = f.request_at?;
+    // The backend's first answer byte, or what ended the wait for it, whichever came first: a
+    // late answer after the balancer gave up is not what the balancer waited.
+    let backend_end = Some(match b.response_at {
+        Some(r) if r.ts <= back.facts.at.ts => r,
+        _ => back.facts.at,
+    });
+    Some(serde_json::json!({
+        "client_request_ms": ms(f.request_at, f.request_done_at),
+        "wait_ms": ms(f.request_done_at, b.request_at),
+        // A reused keep-alive connection costs no handshake.
+        "connect_ms": if b.reused_connection { Some(0.0) } else { b.connect.map(|d| d.as_millis_f64()) },
+        "backend_response_ms": ms(b.request_done_at.or(b.request_at), backend_end),
+        "total_ms": ms(Some(start), f.response_done_at.or(f.response_at).or(Some(front.facts.at))),
+    }))
+}
+
 /// Records that `back` explains `front` and says what the two together mean.
 fn rejudge(findings: &mut [Finding], front: usize, back: usize) {
     let (f, b) = (findings[front].clone(), findings[back].clone());
@@ -664,6 +711,9 @@ fn rejudge(findings: &mut [Finding], front: usize, back: usize) {
     }
     findings[front].explained_by.push(back);
     findings[back].explains.push(front);
+    if let Some(t) = timings(&f, &b) {
+        findings[front].evidence.insert("timings".into(), t);
+    }
     let status = f.facts.status.unwrap_or(502);
     if b.kind == Kind::ClientClosedEarly && f.kind == Kind::ErrorStatus && status == 504 {
         // The balancer closed the back connection at its read timeout: the backend was slower

@@ -124,6 +124,7 @@ impl Findings {
         for i in indexes {
             if let Some(f) = self.list.get_mut(i) {
                 f.flow.filter = subject.display_filter();
+                f.facts.connect = subject.connect;
                 connection_notes(f.kind, &subject, &mut f.evidence);
             }
         }
@@ -209,8 +210,44 @@ pub trait Detector {
 /// Detectors that judge one connection at a time and keep nothing.
 struct Handshake;
 struct Reset;
-struct Http;
 struct Transport;
+
+/// HTTP judges each transaction and connection; it keeps, per server, the idle times after which
+/// the server closed keep-alive connections, to tell a keep-alive race its server's timeout.
+#[derive(Default)]
+struct Http {
+    idle_closes: HashMap<SocketAddr, Vec<Duration>>,
+}
+
+/// Servers, and idle closes per server, remembered for that.
+const IDLE_CLOSE_SERVERS: usize = 1024;
+const IDLE_CLOSES_KEPT: usize = 16;
+
+impl Http {
+    /// A server that closed an idle keep-alive connection (FIN first, nothing outstanding).
+    fn note_idle_close(&mut self, conn: &Connection, h: &HttpConn) {
+        let Some(fin) = conn.to_client.fin else {
+            return;
+        };
+        let client_first = conn.to_server.fin.is_some_and(|c| c.frame < fin.frame)
+            || conn.reset.is_some_and(|r| r.at.frame < fin.frame);
+        let Some(last) = h.last().and_then(|t| t.response_complete) else {
+            return;
+        };
+        if client_first || h.open().next().is_some() || last.ts > fin.ts {
+            return;
+        }
+        if self.idle_closes.len() >= IDLE_CLOSE_SERVERS
+            && !self.idle_closes.contains_key(&conn.server)
+        {
+            return;
+        }
+        let list = self.idle_closes.entry(conn.server).or_default();
+        if list.len() < IDLE_CLOSES_KEPT {
+            list.push(fin.ts.saturating_sub(last.ts));
+        }
+    }
+}
 
 impl Detector for Handshake {
     fn on_event(&mut self, event: &Event<'_>, ctx: &Context<'_>, out: &mut Findings) {
@@ -247,9 +284,42 @@ impl Detector for Http {
                 http: Some(h),
                 ..
             } if (h.is_http() || h.transactions > 0) && !conn.one_sided() => {
+                self.note_idle_close(conn, h);
                 http::on_connection(conn, h, ctx, out)
             }
             _ => {}
+        }
+    }
+
+    fn finish(&mut self, _ctx: &Context<'_>, out: &mut Findings) {
+        for f in out
+            .list
+            .iter_mut()
+            .filter(|f| f.kind == Kind::KeepaliveRace)
+        {
+            let Some(server) = f.flow.server.parse::<SocketAddr>().ok() else {
+                continue;
+            };
+            let Some(idle) = self.idle_closes.get(&server) else {
+                continue;
+            };
+            if let Some(timeout) = http::stable_idle(idle) {
+                f.summary.push_str(&format!(
+                    " This backend closes idle connections after {timeout} ({} other idle close(s) in the capture).",
+                    idle.len()
+                ));
+                f.evidence.insert(
+                    "server_idle_timeout_ms".into(),
+                    timeout.as_millis_f64().into(),
+                );
+                f.evidence.insert(
+                    "other_idle_closes_ms".into(),
+                    idle.iter()
+                        .map(|d| d.as_millis_f64())
+                        .collect::<Vec<_>>()
+                        .into(),
+                );
+            }
         }
     }
 }
@@ -316,7 +386,7 @@ impl Detectors {
                 Box::new(tls::TlsFindings::default()),
                 Box::new(Handshake),
                 Box::new(Reset),
-                Box::new(Http),
+                Box::new(Http::default()),
                 Box::new(Transport),
                 Box::new(accept_queue::AcceptQueue::default()),
                 Box::new(icmp::Unmatched::default()),
@@ -395,6 +465,8 @@ pub struct Subject {
     start_captured: bool,
     roles: Option<RoleSource>,
     uncaptured: u64,
+    /// The handshake's time, once the connection is known whole.
+    connect: Option<Duration>,
 }
 
 impl Subject {
@@ -408,6 +480,11 @@ impl Subject {
             start_captured: conn.start_captured(),
             roles: Some(conn.roles),
             uncaptured: conn.uncaptured_bytes(),
+            connect: conn
+                .syns
+                .first
+                .zip(conn.syn_acks.first)
+                .map(|(syn, synack)| synack.ts.saturating_sub(syn.ts)),
         }
     }
 
@@ -421,6 +498,7 @@ impl Subject {
             start_captured: conn.start_captured,
             roles: None,
             uncaptured: 0,
+            connect: None,
         }
     }
 
@@ -539,6 +617,7 @@ impl Draft {
                         ts: self.first_ts,
                     },
                     connection: Some(subject.serial),
+                    connect: subject.connect,
                     ..Facts::default()
                 },
             },

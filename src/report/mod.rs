@@ -163,7 +163,15 @@ pub struct Facts {
     /// the two legs of a balancer without keeping it.
     pub request_key: Option<u64>,
     pub request_at: Option<Seen>,
+    /// The request's last byte.
+    pub request_done_at: Option<Seen>,
     pub response_at: Option<Seen>,
+    /// The response's last byte.
+    pub response_done_at: Option<Seen>,
+    /// The connection's handshake: the first SYN to the SYN-ACK.
+    pub connect: Option<crate::capture::Duration>,
+    /// The request was not the first on its connection (a reused keep-alive connection).
+    pub reused_connection: bool,
     pub status: Option<u16>,
     pub retransmission_rate: Option<f64>,
     pub rtt_ms: Option<f64>,
@@ -268,6 +276,56 @@ impl Report {
             findings,
             summary,
         }
+    }
+
+    /// Keeps only the findings that explain one of `statuses` (a cause with that status), and
+    /// the findings those are explained by, so each chain stays whole (`--status`).
+    pub fn keep_statuses(&mut self, statuses: &[u16]) {
+        if statuses.is_empty() {
+            return;
+        }
+        let n = self.findings.len();
+        let mut keep: Vec<bool> = self
+            .findings
+            .iter()
+            .map(|f| f.causes.iter().any(|c| statuses.contains(&c.status)))
+            .collect();
+        let mut stack: Vec<usize> = (0..n).filter(|&i| keep[i]).collect();
+        while let Some(i) = stack.pop() {
+            for &j in &self.findings[i].explained_by {
+                if j < n && !keep[j] {
+                    keep[j] = true;
+                    stack.push(j);
+                }
+            }
+        }
+        let mut index = vec![None; n];
+        let mut next = 0;
+        for (i, k) in keep.iter().enumerate() {
+            if *k {
+                index[i] = Some(next);
+                next += 1;
+            }
+        }
+        let old = std::mem::take(&mut self.findings);
+        for (i, mut f) in old.into_iter().enumerate() {
+            if keep[i] {
+                f.explained_by = f
+                    .explained_by
+                    .iter()
+                    .filter_map(|&j| index.get(j).copied().flatten())
+                    .collect();
+                f.explains = f
+                    .explains
+                    .iter()
+                    .filter_map(|&j| index.get(j).copied().flatten())
+                    .collect();
+                self.findings.push(f);
+            }
+        }
+        let captures = std::mem::take(&mut self.captures);
+        let findings = std::mem::take(&mut self.findings);
+        *self = Report::new(captures, findings, self.summary.suppressed);
     }
 
     /// 2 when an input could not be read, 1 when a finding reaches `fail_on`, else 0.
