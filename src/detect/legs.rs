@@ -114,6 +114,7 @@ impl Legs {
                 server,
                 request: req.ts,
                 response: resp.ts,
+                response_frame: resp.frame,
                 status,
             });
         }
@@ -370,7 +371,7 @@ pub fn link(
     if !known.is_empty() {
         link_legs(findings, balancers, answered, &flows, &known);
     }
-    restarts(findings);
+    restarts(findings, answered);
     absorb(findings);
 }
 
@@ -476,7 +477,7 @@ const RESTART_WINDOW: Duration = Duration::from_millis(100);
 
 /// One server that closed or reset several connections with requests in flight at once: the
 /// process died (and the refusals after it say it was not back yet).
-fn restarts(findings: &mut Vec<Finding>) {
+fn restarts(findings: &mut Vec<Finding>, answered: &[Answered]) {
     let died = |f: &Finding| match f.kind {
         Kind::ClosedBeforeResponse | Kind::ResponseBodyTruncated => true,
         Kind::ConnectionReset => f.facts.by == Some(Actor::Server),
@@ -538,9 +539,15 @@ fn restarts(findings: &mut Vec<Finding>) {
             .iter()
             .map(|&i| findings[i].facts.at)
             .max_by_key(|s| s.ts);
+        let down_until = refused_until.map_or(last, |r| r.ts.max(last));
+        // Back: the first request it answered after the last failure.
+        let back = answered
+            .iter()
+            .filter(|a| a.server.to_string() == server && a.request >= down_until)
+            .min_by_key(|a| a.response);
         let index = findings.len();
         let summary = format!(
-            "{server} dropped {} connections with requests in flight within {} at {}{}: the process died or restarted.",
+            "{server} dropped {} connections with requests in flight within {} at {}{}{}: the process died or restarted.",
             group.len(),
             last.saturating_sub(down.ts),
             down.ts.rfc3339(),
@@ -548,6 +555,11 @@ fn restarts(findings: &mut Vec<Finding>) {
                 ", then refused {} new connection(s) until frame {}",
                 refused.len(),
                 r.frame
+            )),
+            back.map_or(String::new(), |a| format!(
+                ", and answered again from frame {} ({} after it went down)",
+                a.response_frame,
+                a.response.saturating_sub(down.ts)
             )),
         );
         let mut evidence = serde_json::Map::new();
@@ -558,6 +570,11 @@ fn restarts(findings: &mut Vec<Finding>) {
             "refused_until_frame".into(),
             refused_until.map(|r| r.frame).into(),
         );
+        evidence.insert(
+            "back_at_frame".into(),
+            back.map(|a| a.response_frame).into(),
+        );
+        evidence.insert("back_at".into(), back.map(|a| a.response.rfc3339()).into());
         let restart = Finding {
             kind: Kind::ServerRestart,
             severity: Severity::Error,

@@ -99,6 +99,7 @@ pub struct Answered {
     pub server: SocketAddr,
     pub request: Timestamp,
     pub response: Timestamp,
+    pub response_frame: u64,
     pub status: u16,
 }
 
