@@ -40,7 +40,7 @@ pub struct Framing {
 
 #[derive(Debug, Clone)]
 pub struct RequestHead {
-    pub method: String,
+    pub method: Method,
     /// The target, cut to a length fit for a report (before redaction).
     pub target: String,
     pub target_len: usize,
@@ -147,6 +147,61 @@ impl std::fmt::Display for HeadProblem {
 
 pub const TARGET_KEPT: usize = 256;
 
+/// A request method, kept inline: there is one per request, and a heap string each would be a
+/// good part of what a small transaction costs.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Method {
+    bytes: [u8; 32],
+    len: u8,
+}
+
+impl Method {
+    pub fn new(s: &str) -> Method {
+        let s = prefix(s, 32);
+        let mut m = Method::default();
+        let n = s.len().min(32);
+        m.bytes[..n].copy_from_slice(&s.as_bytes()[..n]);
+        m.len = n as u8;
+        m
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Built from a `str` cut at a character boundary.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl std::ops::Deref for Method {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::hash::Hash for Method {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialEq<&str> for Method {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
 /// The first `n` characters of `s`, without walking it char by char when it is short.
 fn prefix(s: &str, n: usize) -> &str {
     if s.len() <= n {
@@ -170,7 +225,7 @@ impl RequestHead {
     /// An HTTP/0.9 request: a method and a target, nothing else.
     pub fn simple(method: &str, target: &str, head_len: usize) -> RequestHead {
         RequestHead {
-            method: prefix(method, 32).to_string(),
+            method: Method::new(method),
             target: prefix(target, TARGET_KEPT).to_string(),
             target_len: target.len(),
             version: 9,
@@ -318,7 +373,7 @@ pub fn parse_request(head: &[u8]) -> Result<RequestHead, HeadError> {
             sorted.sort_unstable();
             let repeated = sorted.windows(2).any(|w| w[0] == w[1]);
             Ok(RequestHead {
-                method: prefix(req.method.unwrap_or(""), 32).to_string(),
+                method: Method::new(req.method.unwrap_or("")),
                 target: prefix(target, TARGET_KEPT).to_string(),
                 target_len: target.len(),
                 version: req.version.unwrap_or(1),
@@ -356,7 +411,12 @@ pub fn parse_response(head: &[u8]) -> Result<ResponseHead, HeadError> {
             });
             Ok(ResponseHead {
                 status: resp.code.unwrap_or(0),
-                reason: prefix(resp.reason.unwrap_or(""), 80).to_string(),
+                // Only an error's reason phrase is ever shown: no string for the healthy ones.
+                reason: if resp.code.is_some_and(|c| c >= 400) {
+                    prefix(resp.reason.unwrap_or(""), 80).to_string()
+                } else {
+                    String::new()
+                },
                 version: resp.version.unwrap_or(1),
                 head_len,
                 framing: framing(resp.headers),

@@ -45,7 +45,7 @@ const RECENT_KEPT: usize = 4;
 /// The first line of a request, as far as a report needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestLine {
-    pub method: String,
+    pub method: head::Method,
     /// Cut to a length fit for a report, before redaction.
     pub target: String,
     pub target_len: usize,
