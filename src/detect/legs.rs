@@ -68,7 +68,7 @@ pub struct Legs {
     order: VecDeque<(u64, Timestamp)>,
     candidates: HashMap<IpAddr, Candidate, foldhash::fast::RandomState>,
     /// Addresses seen as the server of an HTTP connection.
-    servers: BTreeSet<IpAddr>,
+    servers: std::collections::HashSet<IpAddr, foldhash::fast::RandomState>,
     /// The latest requests answered below 400.
     answered: VecDeque<Answered>,
 }
@@ -89,7 +89,7 @@ impl Legs {
     }
 
     fn on_transaction(&mut self, client: SocketAddr, server: SocketAddr, t: &Transaction) {
-        if self.servers.len() < MAX_CANDIDATES * 4 {
+        if self.servers.len() < MAX_CANDIDATES * 4 && !self.servers.contains(&server.ip()) {
             self.servers.insert(server.ip());
         }
         if t.forwarded
