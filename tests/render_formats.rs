@@ -143,10 +143,14 @@ fn test_jsonl_every_line_an_object_with_type_and_capture() {
 
 #[test]
 fn test_markdown_hostile_strings_escaped() {
-    let all = markdown(&hostile());
+    check_markdown(&markdown(&hostile()));
+}
+
+/// Fenced code is shown literally, so packet text may stay raw there; everything else must be
+/// escaped: no control characters, no tag but the renderer's own, no extra table column, no
+/// code block left open (a fence closes only on a line of exactly its own backticks).
+fn check_markdown(all: &str) {
     assert!(!all.contains('\u{1b}') && !all.contains('\0') && !all.contains('\r'));
-    // Fenced code is shown literally, so packet text may stay raw there; everything else must
-    // be escaped. A fence closes only on a line of exactly its own backticks.
     let mut out = String::new();
     let mut fence: Option<&str> = None;
     for line in all.lines() {
@@ -162,7 +166,6 @@ fn test_markdown_hostile_strings_escaped() {
     }
     assert!(fence.is_none(), "a code block is left open:\n{all}");
     assert!(!out.contains("<script>"), "{out}");
-    assert!(!out.contains("</details>\u{fffe}"), "{out}");
     // The only raw tags are the renderer's own.
     let tags = out.matches('<').count();
     let own = ["<details>", "</details>", "<summary>", "</summary>"]
@@ -240,4 +243,58 @@ fn test_junit_failures_follow_threshold() {
     assert_eq!(count(FailOn::Never), 0);
     let x = junit(&hostile(), ERROR);
     assert!(x.contains(r#"errors="1""#) && x.contains("<error "));
+}
+
+fn attribute(xml: &str, element: &str, name: &str) -> usize {
+    let start = xml.find(&format!("<{element} ")).unwrap();
+    let tag = &xml[start..start + xml[start..].find('>').unwrap()];
+    let key = format!(" {name}=\"");
+    let at = tag.find(&key).unwrap() + key.len();
+    tag[at..at + tag[at..].find('"').unwrap()].parse().unwrap()
+}
+
+/// Every shipped capture renders in each format; Markdown stays escaped, each JSONL line is an
+/// object, the JUnit totals match its test cases and failures, and no `never_in_output` string
+/// of a truth file appears anywhere.
+#[test]
+fn test_render_every_shipped_capture() {
+    let mut shipped: Vec<_> = std::fs::read_dir("captures")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
+        .collect();
+    shipped.sort();
+    for path in &shipped {
+        let r = lbdiag::analyze_paths(&[path], &Options::default());
+        let md = markdown(&r);
+        check_markdown(&md);
+        let lines = jsonl(&r);
+        for line in lines.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(v["type"].is_string() && v["capture"].is_string(), "{line}");
+        }
+        let xml = junit(&r, FailOn::Severity(Severity::Warning));
+        assert_eq!(
+            attribute(&xml, "testsuites", "tests"),
+            xml.matches("<testcase ").count()
+        );
+        assert_eq!(
+            attribute(&xml, "testsuites", "failures"),
+            xml.matches("<failure ").count()
+        );
+        let truth = path.with_extension("truth.json");
+        let Ok(truth) = std::fs::read_to_string(&truth) else {
+            continue;
+        };
+        let truth: serde_json::Value = serde_json::from_str(&truth).unwrap();
+        let secrets = truth["never_in_output"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for secret in secrets.iter().filter_map(|s| s.as_str()) {
+            for (format, out) in [("markdown", &md), ("jsonl", &lines), ("junit", &xml)] {
+                assert!(!out.contains(secret), "{format} of {path:?} shows {secret}");
+            }
+        }
+    }
 }
