@@ -64,7 +64,9 @@ fn hostile() -> Report {
         packets: vec![1],
         time: "2026-01-01T00:00:00Z".into(),
         summary: nasty.into(),
-        evidence: Default::default(),
+        evidence: [("excerpt".to_string(), format!("````{nasty}").into())]
+            .into_iter()
+            .collect(),
         causes: vec![Cause {
             status: 400,
             upstream_status: Some(nasty.into()),

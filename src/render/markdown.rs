@@ -224,6 +224,13 @@ fn render_finding(n: usize, f: &Finding, all: &[Finding], w: &mut dyn Write) -> 
             escape(&cause.explanation)
         )?;
     }
+    // The bytes a malformed-message finding quotes, already redacted by the detector.
+    if let Some(excerpt) = f.evidence.get("excerpt").and_then(|v| v.as_str()) {
+        writeln!(w)?;
+        writeln!(w, "Excerpt:")?;
+        writeln!(w)?;
+        code_block(excerpt, w)?;
+    }
     writeln!(w)?;
     writeln!(w, "Wireshark filter:")?;
     writeln!(w)?;
