@@ -1,9 +1,16 @@
 //! Renderers only format a [`Report`]; they decide nothing.
 
+mod group;
 pub mod json;
+pub mod jsonl;
+pub mod junit;
+pub mod markdown;
 pub mod text;
 
 pub use json::render as render_json;
+pub use jsonl::render as render_jsonl;
+pub use junit::render as render_junit;
+pub use markdown::render as render_markdown;
 pub use text::render as render_text;
 
 /// Replaces control characters so nothing taken from a packet or a file name can drive the
