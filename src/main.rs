@@ -285,14 +285,9 @@ fn progress_bar(inputs: &lbdiag::analyze::Inputs) -> Bar {
         Some(inputs.total_bytes()),
         indicatif::ProgressDrawTarget::hidden(),
     );
-    let files = if inputs.entries.len() > 1 {
-        " {msg}"
-    } else {
-        ""
-    };
-    let template =
-        format!("{{bar:30}} {{bytes}}/{{total_bytes}} {{binary_bytes_per_sec}} ETA {{eta}}{files}");
-    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+    // The bar takes what width is left, so the line never wraps on a narrow terminal.
+    let template = "{bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}{msg} {wide_bar}";
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
         bar.set_style(style);
     }
     Bar {
@@ -313,7 +308,7 @@ impl Bar {
         self.bar.set_position(p.bytes_done);
         if self.files_total > 1 {
             self.bar
-                .set_message(format!("{}/{} files", p.files_done, self.files_total));
+                .set_message(format!(", {}/{} files", p.files_done, self.files_total));
         }
     }
 
