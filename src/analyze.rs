@@ -760,3 +760,46 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         suppressed: findings.suppressed,
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_capture_names_and_magic_are_recognised() {
+        for name in ["a.pcap", "B.PCAPNG", "x.cap", "y.pcap.gz", "z.pcapng.gz"] {
+            assert!(named_like_capture(Path::new(name)), "{name}");
+        }
+        for name in ["a.pcap.meta", "truth.json", "pcap", "a.gz"] {
+            assert!(!named_like_capture(Path::new(name)), "{name}");
+        }
+        let captures = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures");
+        assert!(starts_like_capture(&captures.join("refused.pcap")));
+        assert!(starts_like_capture(&captures.join("server-reset.pcap.gz")));
+        assert!(starts_like_capture(&captures.join("two-linktypes.pcapng")));
+        assert!(!starts_like_capture(&captures.join("refused.truth.json")));
+        assert!(!starts_like_capture(&captures.join("no-such-file")));
+    }
+
+    #[test]
+    fn test_jobs_keep_links_between_findings_in_each_capture() {
+        let captures = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures");
+        let inputs = collect_inputs(&[captures]);
+        let serial = analyze_inputs(&inputs, &Options::default(), 1, |_| {});
+        let parallel = analyze_inputs(&inputs, &Options::default(), 2, |_| {});
+        let links = |r: &Report| -> Vec<(Vec<usize>, Vec<usize>)> {
+            r.findings
+                .iter()
+                .map(|f| (f.explained_by.clone(), f.explains.clone()))
+                .collect()
+        };
+        assert_eq!(links(&serial), links(&parallel));
+        assert!(links(&serial).iter().any(|(by, _)| !by.is_empty()));
+        // A link never crosses from one capture's findings into another's.
+        for f in &serial.findings {
+            for &j in f.explained_by.iter().chain(&f.explains) {
+                assert_eq!(serial.findings[j].capture, f.capture);
+            }
+        }
+    }
+}
