@@ -12,9 +12,12 @@ use crate::report::{
     CaptureSummary, ConnectionReport, Finding, Report, TransactionReport, Warnings,
 };
 use crate::verdict;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -29,6 +32,8 @@ pub struct Options {
     pub max_findings_per_group: u32,
     /// Addresses the user says are balancers (`--balancer`), besides those the traffic shows.
     pub balancers: Vec<std::net::IpAddr>,
+    /// Bytes read from capture files are added here, for a progress bar.
+    pub progress: Option<Arc<AtomicU64>>,
 }
 
 impl Default for Options {
@@ -41,6 +46,7 @@ impl Default for Options {
             max_protocol_buffers: 256 << 20,
             max_findings_per_group: 100,
             balancers: Vec::new(),
+            progress: None,
         }
     }
 }
@@ -52,14 +58,252 @@ pub struct CaptureAnalysis {
     pub suppressed: u64,
 }
 
-/// Analyzes every path (`-` is standard input) and builds one report. A file that cannot be
-/// read is listed with its error and does not stop the others.
+/// What to analyze, in report order: the paths named, with each directory replaced by the
+/// captures found under it.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    pub entries: Vec<Input>,
+    /// Files under a directory that are not captures.
+    pub skipped_files: usize,
+}
+
+#[derive(Debug)]
+pub enum Input {
+    /// A file to analyze, with its size when known (for progress).
+    File { path: PathBuf, size: Option<u64> },
+    /// A directory that could not be listed; reported like an unreadable capture.
+    Unlistable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+impl Inputs {
+    /// Bytes on disk of every file, for a progress bar; standard input counts as nothing.
+    pub fn total_bytes(&self) -> u64 {
+        self.entries
+            .iter()
+            .map(|e| match e {
+                Input::File { size, .. } => size.unwrap_or(0),
+                Input::Unlistable { .. } => 0,
+            })
+            .sum()
+    }
+}
+
+/// Names that are captures without looking inside: tcpdump's, Wireshark's and their gzip.
+const CAPTURE_EXTENSIONS: [&str; 6] = [
+    ".pcap",
+    ".pcapng",
+    ".cap",
+    ".pcap.gz",
+    ".pcapng.gz",
+    ".cap.gz",
+];
+
+fn named_like_capture(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    CAPTURE_EXTENSIONS.iter().any(|ext| name.ends_with(ext))
+}
+
+/// Whether a file starts like a capture, gzip-compressed or not: tcpdump's rotated files
+/// (`-C`, `-G`) and captures saved without an extension are found this way.
+fn starts_like_capture(path: &Path) -> bool {
+    fn magic(mut r: impl Read) -> Option<[u8; 4]> {
+        let mut m = [0u8; 4];
+        r.read_exact(&mut m).ok()?;
+        Some(m)
+    }
+    fn is_capture(m: [u8; 4]) -> bool {
+        matches!(
+            m,
+            [0x0a, 0x0d, 0x0d, 0x0a]
+                | [0xd4, 0xc3, 0xb2, 0xa1]
+                | [0xa1, 0xb2, 0xc3, 0xd4]
+                | [0x4d, 0x3c, 0xb2, 0xa1]
+                | [0xa1, 0xb2, 0x3c, 0x4d]
+                | [0x34, 0xcd, 0xb2, 0xa1]
+                | [0xa1, 0xb2, 0xcd, 0x34]
+        )
+    }
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut file = std::io::BufReader::new(file);
+    match magic(&mut file) {
+        Some([0x1f, 0x8b, _, _]) => {
+            // Read the gzip header again from the start through the decoder.
+            let Ok(file) = std::fs::File::open(path) else {
+                return false;
+            };
+            magic(flate2::read::MultiGzDecoder::new(file)).is_some_and(is_capture)
+        }
+        Some(m) => is_capture(m),
+        None => false,
+    }
+}
+
+/// Expands directories into the captures under them, recursively and in name order so the
+/// report does not depend on the file system's listing order. A file is a capture when its
+/// name ends in a capture extension (then it is analyzed even if damaged, so the damage is
+/// reported) or when its first bytes are a capture's (gzip or not); anything else is counted in
+/// `skipped_files`. Files named on the command line are always analyzed. Each directory is
+/// visited once, by its canonical path, so symbolic links that loop are not followed round.
+pub fn collect_inputs<P: AsRef<Path>>(paths: &[P]) -> Inputs {
+    let mut inputs = Inputs::default();
+    let mut visited = HashSet::new();
+    for path in paths {
+        let path = path.as_ref();
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => walk(path, &mut visited, &mut inputs),
+            m => inputs.entries.push(Input::File {
+                path: path.to_path_buf(),
+                size: m.ok().map(|m| m.len()),
+            }),
+        }
+    }
+    inputs
+}
+
+fn walk(dir: &Path, visited: &mut HashSet<PathBuf>, inputs: &mut Inputs) {
+    let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    if !visited.insert(canonical) {
+        return;
+    }
+    let listing = std::fs::read_dir(dir).and_then(|entries| {
+        entries
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<Vec<_>>>()
+    });
+    let mut children = match listing {
+        Ok(children) => children,
+        Err(error) => {
+            inputs.entries.push(Input::Unlistable {
+                path: dir.to_path_buf(),
+                error,
+            });
+            return;
+        }
+    };
+    children.sort();
+    for child in children {
+        match std::fs::metadata(&child) {
+            Ok(m) if m.is_dir() => walk(&child, visited, inputs),
+            Ok(m) if m.is_file() && (named_like_capture(&child) || starts_like_capture(&child)) => {
+                inputs.entries.push(Input::File {
+                    path: child,
+                    size: Some(m.len()),
+                })
+            }
+            // A dangling link or unreadable entry named as a capture is reported, so a capture
+            // the user expected is not silently missing.
+            Err(_) if named_like_capture(&child) => inputs.entries.push(Input::File {
+                path: child,
+                size: None,
+            }),
+            _ => inputs.skipped_files += 1,
+        }
+    }
+}
+
+/// How far a batch has got, for a progress bar.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub files_done: usize,
+    pub files_total: usize,
+}
+
+/// How often [`analyze_inputs`] reports progress while files are being read.
+const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Analyzes every input on `jobs` threads and builds one report. The report is the same for
+/// any `jobs`: results are placed by input index, not by when they finish. `on_progress` is
+/// called on the calling thread about every 100 ms and after each file.
+pub fn analyze_inputs(
+    inputs: &Inputs,
+    options: &Options,
+    jobs: usize,
+    mut on_progress: impl FnMut(Progress),
+) -> Report {
+    let counter = options.progress.clone().unwrap_or_default();
+    let options = Options {
+        progress: Some(counter.clone()),
+        ..options.clone()
+    };
+    let n = inputs.entries.len();
+    let mut progress = Progress {
+        bytes_done: 0,
+        bytes_total: inputs.total_bytes(),
+        files_done: 0,
+        files_total: n,
+    };
+    let mut results: Vec<Option<CaptureAnalysis>> = (0..n).map(|_| None).collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..jobs.clamp(1, n.max(1)) {
+            let tx = tx.clone();
+            let (next, options) = (&next, &options);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(input) = inputs.entries.get(i) else {
+                        break;
+                    };
+                    let analysis = match input {
+                        Input::File { path, .. } => analyze_path(path, options),
+                        Input::Unlistable { path, error } => unreadable(
+                            path.display().to_string(),
+                            CaptureError::Open {
+                                path: path.display().to_string(),
+                                source: std::io::Error::new(error.kind(), error.to_string()),
+                            },
+                        ),
+                    };
+                    if tx.send((i, analysis)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        // The workers hold the only senders now, so the loop ends when the last one is done.
+        drop(tx);
+        loop {
+            match rx.recv_timeout(PROGRESS_INTERVAL) {
+                Ok((i, analysis)) => {
+                    results[i] = Some(analysis);
+                    progress.files_done += 1;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            progress.bytes_done = counter.load(Ordering::Relaxed);
+            on_progress(progress);
+        }
+    });
+    let mut report = merge(results.into_iter().flatten());
+    report.summary.skipped_files = inputs.skipped_files;
+    report
+}
+
+/// Analyzes every path (`-` is standard input), one after another, and builds one report; a
+/// directory stands for the captures under it ([`collect_inputs`]). A file that cannot be read
+/// is listed with its error and does not stop the others.
 pub fn analyze_paths<P: AsRef<Path>>(paths: &[P], options: &Options) -> Report {
+    analyze_inputs(&collect_inputs(paths), options, 1, |_| {})
+}
+
+/// One report from captures' analyses, in the order given.
+fn merge(analyses: impl Iterator<Item = CaptureAnalysis>) -> Report {
     let mut captures = Vec::new();
     let mut findings = Vec::new();
     let mut suppressed = 0;
-    for path in paths {
-        let analysis = analyze_path(path.as_ref(), options);
+    for analysis in analyses {
         captures.push(analysis.summary);
         // Links between findings index the report's list, which holds every capture's.
         let offset = findings.len();
@@ -74,7 +318,7 @@ pub fn analyze_paths<P: AsRef<Path>>(paths: &[P], options: &Options) -> Report {
 }
 
 pub fn analyze_path(path: &Path, options: &Options) -> CaptureAnalysis {
-    match CaptureReader::open(path) {
+    match CaptureReader::open_counted(path, options.progress.clone()) {
         Ok(reader) => analyze_reader(reader, options),
         Err(e) => unreadable(path.display().to_string(), e),
     }
@@ -514,5 +758,48 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         summary,
         findings: list,
         suppressed: findings.suppressed,
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_capture_names_and_magic_are_recognised() {
+        for name in ["a.pcap", "B.PCAPNG", "x.cap", "y.pcap.gz", "z.pcapng.gz"] {
+            assert!(named_like_capture(Path::new(name)), "{name}");
+        }
+        for name in ["a.pcap.meta", "truth.json", "pcap", "a.gz"] {
+            assert!(!named_like_capture(Path::new(name)), "{name}");
+        }
+        let captures = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures");
+        assert!(starts_like_capture(&captures.join("refused.pcap")));
+        assert!(starts_like_capture(&captures.join("server-reset.pcap.gz")));
+        assert!(starts_like_capture(&captures.join("two-linktypes.pcapng")));
+        assert!(!starts_like_capture(&captures.join("refused.truth.json")));
+        assert!(!starts_like_capture(&captures.join("no-such-file")));
+    }
+
+    #[test]
+    fn test_jobs_keep_links_between_findings_in_each_capture() {
+        let captures = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures");
+        let inputs = collect_inputs(&[captures]);
+        let serial = analyze_inputs(&inputs, &Options::default(), 1, |_| {});
+        let parallel = analyze_inputs(&inputs, &Options::default(), 2, |_| {});
+        let links = |r: &Report| -> Vec<(Vec<usize>, Vec<usize>)> {
+            r.findings
+                .iter()
+                .map(|f| (f.explained_by.clone(), f.explains.clone()))
+                .collect()
+        };
+        assert_eq!(links(&serial), links(&parallel));
+        assert!(links(&serial).iter().any(|(by, _)| !by.is_empty()));
+        // A link never crosses from one capture's findings into another's.
+        for f in &serial.findings {
+            for &j in f.explained_by.iter().chain(&f.explains) {
+                assert_eq!(serial.findings[j].capture, f.capture);
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@ use lbdiag::proto::http::HttpLimits;
 use lbdiag::render::text::Style;
 use lbdiag::{FailOn, Options, Severity};
 use std::io::{self, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -24,11 +24,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Analyze one or more pcap/pcapng files (optionally gzip-compressed; `-` reads stdin).
+    /// Analyze pcap/pcapng files (optionally gzip-compressed; `-` reads stdin) or directories of
+    /// them.
     Analyze(AnalyzeArgs),
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
 enum Format {
     Text,
     Json,
@@ -51,12 +52,23 @@ enum FailOnArg {
 
 #[derive(clap::Args)]
 struct AnalyzeArgs {
-    /// Capture files; `-` reads standard input.
+    /// Capture files, or directories searched recursively for captures; `-` reads standard
+    /// input.
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// Report format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    /// Report format [default: from the --output file's extension, else text].
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Write the report to this file instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Captures analyzed at once [default: the number of cores]. Each has its own memory
+    /// limits (--max-ooo-total, --max-protocol-buffers).
+    #[arg(long, short = 'j', value_name = "N")]
+    jobs: Option<usize>,
+    /// No progress bar on standard error (it is only shown on a terminal anyway).
+    #[arg(long, short = 'q')]
+    quiet: bool,
     /// Colour in the text report: only on a terminal by default.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
@@ -168,8 +180,35 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         max_protocol_buffers: args.max_protocol_buffers,
         max_findings_per_group: args.max_findings.max(1),
         balancers: args.balancers,
+        progress: None,
     };
-    let mut report = lbdiag::analyze_paths(&args.files, &options);
+    let format = match (args.format, &args.output) {
+        (Some(f), _) => f,
+        (None, Some(path)) => format_from_extension(path)?,
+        (None, None) => Format::Text,
+    };
+    // Created before the analysis, so a bad path fails at once rather than after a long run.
+    let output =
+        match &args.output {
+            Some(path) => Some(std::fs::File::create(path).map_err(|e| {
+                anyhow::anyhow!("{}: cannot create the report: {e}", path.display())
+            })?),
+            None => None,
+        };
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let inputs = lbdiag::analyze::collect_inputs(&args.files);
+    let bar = (!args.quiet && io::stderr().is_terminal()).then(|| progress_bar(&inputs));
+    let mut report = lbdiag::analyze::analyze_inputs(&inputs, &options, jobs, |p| {
+        if let Some(bar) = &bar {
+            bar.update(p);
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish();
+    }
     report.keep_statuses(&args.statuses);
     for capture in &report.captures {
         if let Some(err) = &capture.error {
@@ -177,17 +216,25 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
     }
     let stdout = io::stdout();
+    let to_terminal = output.is_none() && stdout.is_terminal();
     let color = match args.color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        ColorChoice::Auto => to_terminal && std::env::var_os("NO_COLOR").is_none(),
     };
-    let mut out = io::BufWriter::new(stdout.lock());
-    match args.format {
-        Format::Text => lbdiag::render::render_text(&report, Style { color }, &mut out)?,
-        Format::Json => lbdiag::render::render_json(&report, &mut out)?,
+    let mut out: io::BufWriter<Box<dyn Write>> = io::BufWriter::new(match output {
+        Some(file) => Box::new(file),
+        None => Box::new(stdout.lock()),
+    });
+    let written = match format {
+        Format::Text => lbdiag::render::render_text(&report, Style { color }, &mut out),
+        Format::Json => lbdiag::render::render_json(&report, &mut out),
     }
-    out.flush()?;
+    .and_then(|()| out.flush());
+    if let (Err(e), Some(path)) = (&written, &args.output) {
+        anyhow::bail!("{}: cannot write the report: {e}", path.display());
+    }
+    written?;
     let fail_on = match args.fail_on {
         FailOnArg::Error => FailOn::Severity(Severity::Error),
         FailOnArg::Warning => FailOn::Severity(Severity::Warning),
@@ -195,4 +242,78 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         FailOnArg::Never => FailOn::Never,
     };
     Ok(report.exit_code(fail_on) as u8)
+}
+
+/// The report format an `--output` file's name asks for. Names lbdiag cannot tell, or whose
+/// format it does not render yet, are an error rather than a text report under a misleading
+/// name.
+fn format_from_extension(path: &Path) -> anyhow::Result<Format> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let format = match ext.as_str() {
+        "txt" | "text" => Some(Format::Text),
+        "json" => Some(Format::Json),
+        // Formats on their way (markdown, html, jsonl, junit): map each to its `Format` variant
+        // here once it exists.
+        "md" | "markdown" | "html" | "htm" | "jsonl" | "xml" | "junit" => None,
+        _ => None,
+    };
+    format.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: cannot tell the report format from the file name; give --format",
+            path.display()
+        )
+    })
+}
+
+/// The progress bar of a run: bytes read of the total, rate and time left, and files done of
+/// the total when there are several. It waits a second before drawing, so short runs never show
+/// it.
+struct Bar {
+    bar: indicatif::ProgressBar,
+    started: std::time::Instant,
+    files_total: usize,
+    shown: std::cell::Cell<bool>,
+}
+
+const BAR_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn progress_bar(inputs: &lbdiag::analyze::Inputs) -> Bar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(inputs.total_bytes()),
+        indicatif::ProgressDrawTarget::hidden(),
+    );
+    // The bar takes what width is left, so the line never wraps on a narrow terminal.
+    let template = "{bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}{msg} {wide_bar}";
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    Bar {
+        bar,
+        started: std::time::Instant::now(),
+        files_total: inputs.entries.len(),
+        shown: std::cell::Cell::new(false),
+    }
+}
+
+impl Bar {
+    fn update(&self, p: lbdiag::analyze::Progress) {
+        if !self.shown.get() && self.started.elapsed() >= BAR_DELAY {
+            self.bar
+                .set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            self.shown.set(true);
+        }
+        self.bar.set_position(p.bytes_done);
+        if self.files_total > 1 {
+            self.bar
+                .set_message(format!(", {}/{} files", p.files_done, self.files_total));
+        }
+    }
+
+    fn finish(self) {
+        // The report follows on stdout, often the same terminal: leave no bar behind.
+        self.bar.finish_and_clear();
+    }
 }

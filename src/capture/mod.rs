@@ -24,6 +24,8 @@ use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{PcapBlockOwned, PcapError};
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The buffer starts here and doubles when a record does not fit, up to [`MAX_RECORD_BYTES`].
 const INITIAL_BUFFER_BYTES: usize = 256 * 1024;
@@ -108,6 +110,22 @@ impl<R: Read> Read for FillingReader<R> {
     }
 }
 
+/// Adds the bytes each read returns to a shared counter, for a progress bar. It sits under the
+/// 64 KiB `BufReader`, so the counter moves once per buffer, not per packet, and counts the
+/// file's own bytes (compressed ones for a .gz), which is what its size on disk totals.
+struct CountingReader<R> {
+    inner: R,
+    counter: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
 fn hex_prefix(bytes: &[u8]) -> String {
     bytes
         .iter()
@@ -120,15 +138,34 @@ fn hex_prefix(bytes: &[u8]) -> String {
 impl CaptureReader {
     /// Opens a path, or standard input when the path is `-`.
     pub fn open(path: &Path) -> Result<CaptureReader, CaptureError> {
+        Self::open_counted(path, None)
+    }
+
+    /// Like [`open`](Self::open), adding every byte read from the file (or standard input) to
+    /// `progress` when given.
+    pub fn open_counted(
+        path: &Path,
+        progress: Option<Arc<AtomicU64>>,
+    ) -> Result<CaptureReader, CaptureError> {
         let name = path.display().to_string();
-        if name == "-" {
-            return Self::from_read("-".to_string(), Box::new(io::stdin()));
-        }
-        let file = std::fs::File::open(path).map_err(|source| CaptureError::Open {
-            path: name.clone(),
-            source,
-        })?;
-        Self::from_read(name, Box::new(file))
+        let source: Box<dyn Read + Send> = if name == "-" {
+            Box::new(io::stdin())
+        } else {
+            Box::new(
+                std::fs::File::open(path).map_err(|source| CaptureError::Open {
+                    path: name.clone(),
+                    source,
+                })?,
+            )
+        };
+        let source = match progress {
+            Some(counter) => Box::new(CountingReader {
+                inner: source,
+                counter,
+            }),
+            None => source,
+        };
+        Self::from_read(name, source)
     }
 
     /// Reads any byte source; the name is only used in messages and reports.
@@ -593,5 +630,15 @@ mod test {
         assert_eq!(ts_units_per_sec(9), Some(1_000_000_000));
         assert_eq!(ts_units_per_sec(0x8a), Some(1024));
         assert_eq!(ts_units_per_sec(0x7f), None);
+    }
+
+    #[test]
+    fn test_open_counted_file_read_counts_its_size() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/refused.pcap");
+        let counter = Arc::new(AtomicU64::new(0));
+        let mut reader = CaptureReader::open_counted(&path, Some(counter.clone())).unwrap();
+        reader.for_each_frame(&mut Warnings::default(), |_| {});
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(counter.load(Ordering::Relaxed), size);
     }
 }

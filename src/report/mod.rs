@@ -244,6 +244,13 @@ pub struct Summary {
     pub by_kind: BTreeMap<String, usize>,
     /// Findings beyond `--max-findings` per kind and server that were counted but not listed.
     pub suppressed: u64,
+    /// Files under the directories given that are not captures; absent when none were.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub skipped_files: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Which severity makes the run fail (exit code 1).
@@ -325,7 +332,9 @@ impl Report {
         }
         let captures = std::mem::take(&mut self.captures);
         let findings = std::mem::take(&mut self.findings);
+        let skipped_files = self.summary.skipped_files;
         *self = Report::new(captures, findings, self.summary.suppressed);
+        self.summary.skipped_files = skipped_files;
     }
 
     /// 2 when an input could not be read, 1 when a finding reaches `fail_on`, else 0.
