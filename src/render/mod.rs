@@ -1,8 +1,10 @@
 //! Renderers only format a [`Report`]; they decide nothing.
 
+pub mod html;
 pub mod json;
 pub mod text;
 
+pub use html::render as render_html;
 pub use json::render as render_json;
 pub use text::render as render_text;
 
