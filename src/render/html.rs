@@ -147,6 +147,7 @@ h1 { font-size: 1.5rem; margin: .2rem 0; } h2 { font-size: 1.25rem; margin-top: 
   border-bottom: 2px solid var(--line); padding-bottom: .2rem; overflow-wrap: anywhere; }
 h3 { font-size: 1.1rem; margin-top: 1.5rem; } h4 { margin: 1rem 0 .4rem; }
 .muted, .meta { color: var(--muted); }
+a { color: var(--info); }
 .verdict { font-size: 1.08rem; background: var(--card); border-left: 4px solid var(--error);
   padding: .6rem .8rem; margin: .6rem 0; }
 .verdict.ok { border-left-color: var(--info); }
@@ -479,9 +480,15 @@ fn render_finding(
             escape(&upstream),
             escape(&cause.explanation)
         )?;
-        if !cause.next_steps.is_empty() {
+        // Alternative causes often share their next steps: each step is said once.
+        let fresh: Vec<&String> = cause
+            .next_steps
+            .iter()
+            .filter(|s| !f.causes[..k].iter().any(|c| c.next_steps.contains(s)))
+            .collect();
+        if !fresh.is_empty() {
             writeln!(w, "<p>Next steps:</p>\n<ul>")?;
-            for step in &cause.next_steps {
+            for step in fresh {
                 writeln!(w, "<li>{}</li>", escape(step))?;
             }
             writeln!(w, "</ul>")?;
@@ -731,7 +738,8 @@ fn ladders(
     writeln!(
         w,
         "<p class=\"muted\">Each arrow is an evidence frame: its number and its time since the \
-         capture's first packet. Rows are in time order, not to scale.</p>"
+         capture's first packet. Rows are in time order, not to scale; a dashed line is a frame \
+         whose sender the finding does not name.</p>"
     )?;
     for (n, ladder) in groups.iter().take(MAX_LADDERS).enumerate() {
         ladder_svg(c, n, ladder, all, start, w)?;
@@ -964,6 +972,19 @@ fn ladder_svg(
         let y = TOP + ROW * row as f64 + 14.0;
         let (x1, x2) = (lane_x(e.from), lane_x(e.to));
         let dir = if x2 > x1 { 1.0 } else { -1.0 };
+        // A dashed line has no known sender, so no arrowhead claims one.
+        let head = if e.dashed {
+            String::new()
+        } else {
+            format!(
+                "<polygon points=\"{x2:.1},{y:.1} {:.1},{:.1} {:.1},{:.1}\"/>",
+                x2 - dir * 10.0,
+                y - 5.0,
+                x2 - dir * 10.0,
+                y + 5.0
+            )
+        };
+        let x2 = if e.dashed { x2 } else { x2 - dir * 9.0 };
         let frame = if e.framed {
             format!("frame {}", e.seen.frame)
         } else {
@@ -973,16 +994,10 @@ fn ladder_svg(
         writeln!(
             w,
             "<g class=\"a {}\"><title>{}</title>\
-             <line x1=\"{x1:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\"{}/>\
-             <polygon points=\"{x2:.1},{y:.1} {:.1},{:.1} {:.1},{:.1}\"/></g>",
+             <line x1=\"{x1:.1}\" y1=\"{y:.1}\" x2=\"{x2:.1}\" y2=\"{y:.1}\"{}/>{head}</g>",
             e.class,
             escape(&tip),
-            x2 - dir * 9.0,
             if e.dashed { " class=\"dash\"" } else { "" },
-            x2 - dir * 10.0,
-            y - 5.0,
-            x2 - dir * 10.0,
-            y + 5.0
         )?;
         writeln!(
             w,
