@@ -33,6 +33,14 @@ enum Command {
 enum Format {
     Text,
     Json,
+    /// GitHub-flavoured Markdown, to paste into a ticket.
+    Markdown,
+    /// One self-contained HTML file to attach.
+    Html,
+    /// One JSON object per line (capture, finding, story), for loading into a database.
+    Jsonl,
+    /// JUnit XML, for CI systems.
+    Junit,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -226,21 +234,25 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(file) => Box::new(file),
         None => Box::new(stdout.lock()),
     });
-    let written = match format {
-        Format::Text => lbdiag::render::render_text(&report, Style { color }, &mut out),
-        Format::Json => lbdiag::render::render_json(&report, &mut out),
-    }
-    .and_then(|()| out.flush());
-    if let (Err(e), Some(path)) = (&written, &args.output) {
-        anyhow::bail!("{}: cannot write the report: {e}", path.display());
-    }
-    written?;
     let fail_on = match args.fail_on {
         FailOnArg::Error => FailOn::Severity(Severity::Error),
         FailOnArg::Warning => FailOn::Severity(Severity::Warning),
         FailOnArg::Info => FailOn::Severity(Severity::Info),
         FailOnArg::Never => FailOn::Never,
     };
+    let written = match format {
+        Format::Text => lbdiag::render::render_text(&report, Style { color }, &mut out),
+        Format::Json => lbdiag::render::render_json(&report, &mut out),
+        Format::Markdown => lbdiag::render::render_markdown(&report, &mut out),
+        Format::Html => lbdiag::render::render_html(&report, &mut out),
+        Format::Jsonl => lbdiag::render::render_jsonl(&report, &mut out),
+        Format::Junit => lbdiag::render::render_junit(&report, fail_on, &mut out),
+    }
+    .and_then(|()| out.flush());
+    if let (Err(e), Some(path)) = (&written, &args.output) {
+        anyhow::bail!("{}: cannot write the report: {e}", path.display());
+    }
+    written?;
     Ok(report.exit_code(fail_on) as u8)
 }
 
@@ -255,9 +267,10 @@ fn format_from_extension(path: &Path) -> anyhow::Result<Format> {
     let format = match ext.as_str() {
         "txt" | "text" => Some(Format::Text),
         "json" => Some(Format::Json),
-        // Formats on their way (markdown, html, jsonl, junit): map each to its `Format` variant
-        // here once it exists.
-        "md" | "markdown" | "html" | "htm" | "jsonl" | "xml" | "junit" => None,
+        "md" | "markdown" => Some(Format::Markdown),
+        "html" | "htm" => Some(Format::Html),
+        "jsonl" => Some(Format::Jsonl),
+        "xml" | "junit" => Some(Format::Junit),
         _ => None,
     };
     format.ok_or_else(|| {

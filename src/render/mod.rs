@@ -1,12 +1,14 @@
 //! Renderers only format a [`Report`]; they decide nothing.
 
 mod group;
+pub mod html;
 pub mod json;
 pub mod jsonl;
 pub mod junit;
 pub mod markdown;
 pub mod text;
 
+pub use html::render as render_html;
 pub use json::render as render_json;
 pub use jsonl::render as render_jsonl;
 pub use junit::render as render_junit;
