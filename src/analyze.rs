@@ -425,6 +425,7 @@ struct Pipeline<'a> {
     shed: u64,
     /// With `--transactions`.
     listing: Option<Listing>,
+    http_transactions: u64,
 }
 
 /// Where an HTTP analyzer's events go: the detectors judge them, the listing may keep them.
@@ -513,10 +514,11 @@ impl FlowObserver for Pipeline<'_> {
         {
             self.not_tls.push((conn.first.frame, why.clone()));
         }
-        if let Some(h) = http
-            && h.resyncs() > 0
-        {
-            self.resynced_connections += 1;
+        if let Some(h) = http {
+            self.http_transactions += h.transactions;
+            if h.resyncs() > 0 {
+                self.resynced_connections += 1;
+            }
         }
         if let Some(listing) = &mut self.listing {
             for t in http.into_iter().flat_map(|h| h.open()) {
@@ -547,6 +549,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         buffered: 0,
         shed: 0,
         listing: options.transactions.then(Listing::default),
+        http_transactions: 0,
     };
     let mut skipped = Skipped::default();
     let mut bytes = 0u64;
@@ -633,6 +636,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         conflicts,
         shed,
         listing,
+        http_transactions,
         ..
     } = pipeline;
     let findings = detectors.finish(&ctx);
@@ -748,6 +752,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         connections: table.stats.connections,
         truncated: reader.info.truncated,
         error: None,
+        http_transactions,
         verdict: String::new(),
         warnings: warnings.into_vec(),
         balancers,

@@ -127,6 +127,10 @@ struct AnalyzeArgs {
     /// the traffic: an address that serves requests and forwards the same ones to a backend.
     #[arg(long = "balancer", value_name = "ADDR")]
     balancers: Vec<std::net::IpAddr>,
+    /// List every finding in the text report, even on a large capture (which otherwise shows a
+    /// ranked table and a few examples per group).
+    #[arg(long)]
+    all: bool,
     /// Keep only the findings that explain this status (repeatable), with what explains them.
     #[arg(long = "status", value_name = "CODE")]
     statuses: Vec<u16>,
@@ -241,7 +245,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         FailOnArg::Never => FailOn::Never,
     };
     let written = match format {
-        Format::Text => lbdiag::render::render_text(&report, Style { color }, &mut out),
+        Format::Text => lbdiag::render::render_text(
+            &report,
+            Style {
+                color,
+                all: args.all,
+            },
+            &mut out,
+        ),
         Format::Json => lbdiag::render::render_json(&report, &mut out),
         Format::Markdown => lbdiag::render::render_markdown(&report, &mut out),
         Format::Html => lbdiag::render::render_html(&report, &mut out),

@@ -138,7 +138,7 @@ proptest! {
             lbdiag::render::render_json(&report, &mut out).unwrap();
             serde_json::from_slice::<serde_json::Value>(&out).unwrap();
             let mut text = Vec::new();
-            lbdiag::render::render_text(&report, lbdiag::render::text::Style { color: false }, &mut text).unwrap();
+            lbdiag::render::render_text(&report, lbdiag::render::text::Style { color: false, all: false }, &mut text).unwrap();
             assert!(!text.contains(&0x1b), "no escape sequences from packet bytes");
         }
     }

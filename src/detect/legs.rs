@@ -71,7 +71,16 @@ pub struct Legs {
     servers: std::collections::HashSet<IpAddr, foldhash::fast::RandomState>,
     /// The latest requests answered below 400.
     answered: VecDeque<Answered>,
+    /// (client, server) addresses seen talking HTTP.
+    pairs: std::collections::HashSet<(IpAddr, IpAddr), foldhash::fast::RandomState>,
+    /// Requests seen arriving at one address and leaving from another soon after, by (front
+    /// address, back address): a balancer only if the back address is never a client of the front
+    /// one, which unrelated clients asking the same thing of different servers are.
+    other_address: HashMap<(IpAddr, IpAddr), Candidate, foldhash::fast::RandomState>,
 }
+
+/// Client and server address pairs remembered, at most.
+const PAIRS_KEPT: usize = 65_536;
 
 impl Legs {
     pub fn new(declared: &[IpAddr]) -> Legs {
@@ -91,6 +100,9 @@ impl Legs {
     fn on_transaction(&mut self, client: SocketAddr, server: SocketAddr, t: &Transaction) {
         if self.servers.len() < MAX_CANDIDATES * 4 && !self.servers.contains(&server.ip()) {
             self.servers.insert(server.ip());
+        }
+        if self.pairs.len() < PAIRS_KEPT {
+            self.pairs.insert((client.ip(), server.ip()));
         }
         if t.forwarded
             && let Some(c) = self.candidate(client.ip())
@@ -141,12 +153,28 @@ impl Legs {
             } else {
                 None
             };
-            if let Some((front, back)) = pair
-                && let Some(c) = self.candidate(front.server.ip())
-            {
-                c.forwarded += 1;
-                c.back_from.insert(back.client.ip());
-                c.note(Some(front.server), Some(back.server));
+            if let Some((front, back)) = pair {
+                let same_address = front.server.ip() == back.client.ip();
+                let c = if same_address {
+                    self.candidate(front.server.ip())
+                } else if self.other_address.len() < MAX_CANDIDATES
+                    || self
+                        .other_address
+                        .contains_key(&(front.server.ip(), back.client.ip()))
+                {
+                    Some(
+                        self.other_address
+                            .entry((front.server.ip(), back.client.ip()))
+                            .or_default(),
+                    )
+                } else {
+                    None
+                };
+                if let Some(c) = c {
+                    c.forwarded += 1;
+                    c.back_from.insert(back.client.ip());
+                    c.note(Some(front.server), Some(back.server));
+                }
             }
         }
         self.latest.insert(
@@ -169,7 +197,21 @@ impl Legs {
 
     /// The balancers the capture shows: named ones, ones seen forwarding a request, and
     /// addresses that serve HTTP and send requests carrying forwarding headers.
-    fn balancers(&self) -> Vec<BalancerReport> {
+    fn balancers(&mut self) -> Vec<BalancerReport> {
+        // A request that left from another address counts only when that address never spoke
+        // to the front one as a client: a host's second interface does not, a client does.
+        let other = std::mem::take(&mut self.other_address);
+        for ((front, back_from), found) in other {
+            if self.pairs.contains(&(back_from, front)) || self.servers.contains(&back_from) {
+                continue;
+            }
+            if let Some(c) = self.candidate(front) {
+                c.forwarded += found.forwarded;
+                c.back_from.extend(found.back_from);
+                c.front.extend(found.front);
+                c.back.extend(found.back);
+            }
+        }
         let mut out: Vec<BalancerReport> = Vec::new();
         let mut ips: BTreeSet<IpAddr> = self.declared.iter().copied().collect();
         for (ip, c) in &self.candidates {
@@ -923,5 +965,45 @@ mod test {
         link(&mut list, &mut balancers, &[]);
         assert_eq!(balancers.len(), 1);
         assert_eq!(list[1].explained_by, vec![0]);
+    }
+
+    fn txn(target: &str, ms: i64) -> Transaction {
+        let mut t = Transaction::default();
+        t.line = Some(crate::proto::http::RequestLine {
+            method: crate::proto::http::head::Method::new("GET"),
+            target: target.into(),
+            target_len: target.len(),
+            version: 1,
+        });
+        t.request = Some(Seen {
+            frame: ms as u64,
+            ts: Timestamp(ms * 1_000_000),
+        });
+        t
+    }
+
+    fn at(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn regression_clients_asking_the_same_of_different_servers_are_not_a_balancer() {
+        let mut legs = Legs::new(&[]);
+        // Two clients of both servers ask for the same URL within a second.
+        legs.on_transaction(at("10.1.0.1:5000"), at("10.2.0.1:80"), &txn("/a", 0));
+        legs.on_transaction(at("10.1.0.2:5001"), at("10.2.0.2:80"), &txn("/a", 300));
+        legs.on_transaction(at("10.1.0.2:5002"), at("10.2.0.1:80"), &txn("/b", 900));
+        assert!(legs.balancers().is_empty());
+    }
+
+    #[test]
+    fn test_a_second_interface_that_never_speaks_to_the_front_is_a_balancer() {
+        let mut legs = Legs::new(&[]);
+        legs.on_transaction(at("10.71.0.1:5000"), at("10.71.0.2:80"), &txn("/a", 0));
+        legs.on_transaction(at("10.71.1.2:6000"), at("10.71.2.3:9000"), &txn("/a", 2));
+        let b = legs.balancers();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].address, "10.71.0.2");
+        assert!(b[0].back_addresses.contains(&"10.71.1.2".to_string()));
     }
 }

@@ -9,7 +9,15 @@ use std::io::{self, Write};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Style {
     pub color: bool,
+    /// List every finding even on a large capture (`--all`).
+    pub all: bool,
 }
+
+/// More problems than this in one capture and the report opens with a ranked table and lists a
+/// few examples per group instead of every finding (unless `--all`).
+const LARGE: usize = 20;
+/// Examples shown per group on a large capture.
+const EXAMPLES: usize = 3;
 
 impl Style {
     fn paint(&self, code: &str, s: &str) -> String {
@@ -150,7 +158,93 @@ fn render_capture(
             by_status.entry(status).or_default().push(f);
         }
     }
-    for (status, group) in &by_status {
+    let problems: usize = by_status.values().map(Vec::len).sum();
+    if problems > LARGE && !style.all {
+        ranked(c, all, style, w)?;
+    } else {
+        by_status_in_full(&by_status, all, style, w)?;
+    }
+    render_notes_and_warnings(c, &notes, style, w)
+}
+
+/// A large capture: a ranked table of the problem groups, then a few examples of each.
+fn ranked(c: &CaptureSummary, all: &[Finding], style: Style, w: &mut dyn Write) -> io::Result<()> {
+    let groups: Vec<_> = super::group::groups(&c.file, all, true)
+        .into_iter()
+        .filter(|g| g.severity > Severity::Info)
+        .collect();
+    writeln!(w)?;
+    writeln!(w, "{}", style.bold("Ranked problems"))?;
+    writeln!(
+        w,
+        "  {:>4}  {:<6} {:<24} {:<24} {:>8} {:>6} {:>7}  first .. last",
+        "#", "status", "cause", "server", "findings", "conns", "share"
+    )?;
+    for (rank, g) in groups.iter().enumerate() {
+        let connections: std::collections::BTreeSet<u64> = g
+            .findings
+            .iter()
+            .filter_map(|(_, f)| f.facts.connection)
+            .collect();
+        let share = if c.http_transactions > 0 {
+            format!(
+                "{:.2}%",
+                g.findings.len() as f64 * 100.0 / c.http_transactions as f64
+            )
+        } else {
+            "-".into()
+        };
+        writeln!(
+            w,
+            "  {:>4}  {:<6} {:<24} {:<24} {:>8} {:>6} {:>7}  {} .. {}",
+            rank + 1,
+            g.status.map_or("-".to_string(), |s| s.to_string()),
+            g.kind.as_str(),
+            terminal_safe(g.server),
+            g.findings.len(),
+            connections.len(),
+            share,
+            g.first_time(),
+            g.last_time()
+        )?;
+    }
+    for g in &groups {
+        writeln!(w)?;
+        writeln!(
+            w,
+            "{}",
+            style.bold(&format!(
+                "{} {} on {}: {} finding{}, {} .. {}",
+                g.status.map_or("-".to_string(), |s| s.to_string()),
+                g.kind,
+                terminal_safe(g.server),
+                g.findings.len(),
+                if g.findings.len() == 1 { "" } else { "s" },
+                g.first_time(),
+                g.last_time()
+            ))
+        )?;
+        for (_, f) in g.findings.iter().take(EXAMPLES) {
+            render_finding(f, all, style, w)?;
+        }
+        if g.findings.len() > EXAMPLES {
+            writeln!(
+                w,
+                "  ... {} more like these (--all lists every finding)",
+                g.findings.len() - EXAMPLES
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn by_status_in_full(
+    by_status: &BTreeMap<u16, Vec<&Finding>>,
+    all: &[Finding],
+    style: Style,
+    w: &mut dyn Write,
+) -> io::Result<()> {
+    for (status, group) in by_status {
         writeln!(w)?;
         writeln!(
             w,
@@ -166,10 +260,19 @@ fn render_capture(
             render_finding(f, all, style, w)?;
         }
     }
+    Ok(())
+}
+
+fn render_notes_and_warnings(
+    c: &CaptureSummary,
+    notes: &[&Finding],
+    style: Style,
+    w: &mut dyn Write,
+) -> io::Result<()> {
     if !notes.is_empty() {
         writeln!(w)?;
         writeln!(w, "{}", style.bold("Informational (not errors)"))?;
-        for f in notes {
+        for f in notes.iter().take(if style.all { usize::MAX } else { 50 }) {
             writeln!(
                 w,
                 "  {} {}  frames {}: {}",

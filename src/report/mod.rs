@@ -77,6 +77,8 @@ pub struct CaptureSummary {
     pub truncated: bool,
     /// Set when nothing could be read; the message names the reason.
     pub error: Option<String>,
+    /// HTTP requests seen (each analyzed, whether or not it is listed).
+    pub http_transactions: u64,
     /// One or two sentences for a reader who does not know TCP.
     pub verdict: String,
     pub warnings: Vec<Warning>,
