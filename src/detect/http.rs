@@ -256,7 +256,10 @@ fn flaw(
             causes: vec![cause(status, None, explanation, &steps)],
         }
         .finish_for(subject, ctx)
-        .with(facts_of(txn, None)),
+        .with(|facts| {
+            facts_of(txn, None)(facts);
+            facts.excerpt = f.excerpt.clone();
+        }),
     );
 }
 

@@ -225,7 +225,7 @@ fn render_finding(n: usize, f: &Finding, all: &[Finding], w: &mut dyn Write) -> 
         )?;
     }
     // The bytes a malformed-message finding quotes, already redacted by the detector.
-    if let Some(excerpt) = f.evidence.get("excerpt").and_then(|v| v.as_str()) {
+    if let Some(excerpt) = f.facts.excerpt.as_deref() {
         writeln!(w)?;
         writeln!(w, "Excerpt:")?;
         writeln!(w)?;

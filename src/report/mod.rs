@@ -181,6 +181,8 @@ pub struct Facts {
     pub unacknowledged_ip_len: Option<u32>,
     pub sni: Option<String>,
     pub alert: Option<String>,
+    /// The bytes a malformed-message finding quotes, escaped and redacted.
+    pub excerpt: Option<String>,
 }
 
 /// Which leg of a balancer a finding is on, in a capture that holds both.
