@@ -3,7 +3,7 @@
 
 use crate::report::{Actor, CaptureSummary, Finding, Kind, Leg, Severity};
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 fn plural(n: usize, one: &str, many: &str) -> String {
     if n == 1 {
@@ -18,7 +18,7 @@ fn by(f: &Finding) -> &'static str {
 }
 
 /// One sentence about `n` findings like `f`.
-fn sentence(f: &Finding, n: usize) -> String {
+fn sentence(f: &Finding, n: usize, statuses: &BTreeSet<u16>) -> String {
     let server = &f.flow.server;
     let them = if n == 1 { "it" } else { "them" };
     match f.kind {
@@ -91,7 +91,15 @@ fn sentence(f: &Finding, n: usize) -> String {
         Kind::ErrorStatus => format!(
             "{server} itself answered {} with an error status ({}); a load balancer passes that through, so look at the server's own logs.",
             plural(n, "request", "requests"),
-            f.facts.status.map_or("?".to_string(), |s| s.to_string())
+            if statuses.is_empty() {
+                "?".to_string()
+            } else {
+                statuses
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
         ),
         Kind::MalformedRequest
         | Kind::HeaderTooLarge
@@ -277,13 +285,15 @@ pub fn verdict(capture: &CaptureSummary, findings: &[Finding]) -> String {
         return t;
     }
     // Group problems by severity, kind, who acted and server; keep the first as the example.
-    let mut groups: BTreeMap<GroupKey, (usize, &Finding)> = BTreeMap::new();
+    // Per group: how many, the first as the example, and the statuses the group's answers had.
+    let mut groups: BTreeMap<GroupKey, (usize, &Finding, BTreeSet<u16>)> = BTreeMap::new();
     for f in findings.iter().filter(|f| f.severity >= Severity::Warning) {
         let by = by(f).to_string();
-        groups
+        let g = groups
             .entry((Reverse(f.severity), f.kind, by, f.flow.server.clone()))
-            .or_insert((0, f))
-            .0 += 1;
+            .or_insert((0, f, BTreeSet::new()));
+        g.0 += 1;
+        g.2.extend(f.facts.status);
     }
     let mut text = if groups.is_empty() {
         let infos = findings.len();
@@ -306,7 +316,7 @@ pub fn verdict(capture: &CaptureSummary, findings: &[Finding]) -> String {
     } else {
         // The worst problem first; a second sentence only when there is a second problem.
         let mut ranked: Vec<_> = groups.into_iter().collect();
-        ranked.sort_by_key(|(key, (n, _))| (key.0, Reverse(*n)));
+        ranked.sort_by_key(|(key, (n, _, _))| (key.0, Reverse(*n)));
         let mut told = Vec::new();
         ranked.retain(|((_, kind, by, server), _)| {
             let key = (story(*kind, by), server.clone());
@@ -317,7 +327,7 @@ pub fn verdict(capture: &CaptureSummary, findings: &[Finding]) -> String {
         let parts: Vec<String> = ranked
             .iter()
             .take(2)
-            .map(|(_, (n, example))| sentence(example, *n))
+            .map(|(_, (n, example, statuses))| sentence(example, *n, statuses))
             .collect();
         let mut t = parts.join(" ");
         if ranked.len() > 2 {
@@ -332,4 +342,50 @@ pub fn verdict(capture: &CaptureSummary, findings: &[Finding]) -> String {
         text.push_str(" The file is cut short or damaged; it was analyzed up to that point.");
     }
     text
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::report::{Cause, Facts, Flow};
+
+    fn error_status(status: u16) -> Finding {
+        Finding {
+            kind: Kind::ErrorStatus,
+            severity: Severity::Error,
+            capture: "t".into(),
+            flow: Flow {
+                client: "10.0.0.1:1".into(),
+                server: "10.0.0.2:80".into(),
+                filter: String::new(),
+            },
+            packets: vec![1],
+            time: String::new(),
+            summary: String::new(),
+            evidence: Default::default(),
+            causes: vec![Cause {
+                status,
+                upstream_status: None,
+                explanation: String::new(),
+                next_steps: vec![],
+            }],
+            leg: None,
+            explained_by: vec![],
+            explains: vec![],
+            facts: Facts {
+                status: Some(status),
+                ..Facts::default()
+            },
+        }
+    }
+
+    #[test]
+    fn regression_a_group_of_error_statuses_names_every_status() {
+        let findings = [error_status(500), error_status(503), error_status(500)];
+        let v = verdict(&CaptureSummary::default(), &findings);
+        assert!(
+            v.contains("3 requests with an error status (500, 503)"),
+            "{v}"
+        );
+    }
 }
