@@ -64,8 +64,10 @@ impl Candidate {
 #[derive(Default)]
 pub struct Legs {
     declared: Vec<IpAddr>,
-    latest: HashMap<u64, Brief, foldhash::fast::RandomState>,
-    order: VecDeque<(u64, Timestamp)>,
+    /// The latest request per fingerprint, direct-mapped: a fingerprint's slot is its low
+    /// bits, and a newer request in the same slot replaces the older one. Fixed memory, one
+    /// probe per transaction.
+    latest: Vec<Option<(u64, Brief)>>,
     candidates: HashMap<IpAddr, Candidate, foldhash::fast::RandomState>,
     /// Addresses seen as the server of an HTTP connection.
     servers: std::collections::HashSet<IpAddr, foldhash::fast::RandomState>,
@@ -130,7 +132,11 @@ impl Legs {
                 status,
             });
         }
-        if let Some(e) = self.latest.get(&key).copied() {
+        if self.latest.is_empty() {
+            self.latest = vec![None; SKETCH_KEPT];
+        }
+        let slot = (key as usize) % SKETCH_KEPT;
+        if let Some((_, e)) = self.latest[slot].filter(|(k, _)| *k == key) {
             // The earlier one arrived at the balancer; the later one left it, from the same
             // address or (soon after) from another one toward another server.
             let forwarded = |front: Brief, back: Brief| {
@@ -177,22 +183,14 @@ impl Legs {
                 }
             }
         }
-        self.latest.insert(
+        self.latest[slot] = Some((
             key,
             Brief {
                 client,
                 server,
                 at: req.ts,
             },
-        );
-        self.order.push_back((key, req.ts));
-        while self.order.len() > SKETCH_KEPT {
-            if let Some((old, at)) = self.order.pop_front()
-                && self.latest.get(&old).is_some_and(|b| b.at == at)
-            {
-                self.latest.remove(&old);
-            }
-        }
+        ));
     }
 
     /// The balancers the capture shows: named ones, ones seen forwarding a request, and
