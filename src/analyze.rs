@@ -428,6 +428,22 @@ struct Pipeline<'a> {
     http_transactions: u64,
 }
 
+/// What a detector knows besides the event: the capture, the thresholds, and how far its
+/// clock has come.
+fn context<'a>(
+    capture: &'a str,
+    options: &'a Options,
+    now: Timestamp,
+    at_capture_end: bool,
+) -> Context<'a> {
+    Context {
+        capture,
+        thresholds: &options.thresholds,
+        now,
+        at_capture_end,
+    }
+}
+
 /// Where an HTTP analyzer's events go: the detectors judge them, the listing may keep them.
 fn http_sink<'s>(
     conn: ConnRef,
@@ -446,12 +462,7 @@ fn http_sink<'s>(
 impl FlowObserver for Pipeline<'_> {
     fn on_stream(&mut self, conn: ConnRef, from: Role, event: StreamEvent<'_>) {
         let limits = self.options.http;
-        let ctx = Context {
-            capture: self.name,
-            thresholds: &self.options.thresholds,
-            now: self.now,
-            at_capture_end: self.at_capture_end,
-        };
+        let ctx = context(self.name, self.options, self.now, self.at_capture_end);
         let app = match event {
             StreamEvent::Data { bytes, .. } => self
                 .apps
@@ -487,12 +498,7 @@ impl FlowObserver for Pipeline<'_> {
         if let Some(a) = &app {
             self.buffered -= a.buffered_bytes().min(self.buffered);
         }
-        let ctx = Context {
-            capture: self.name,
-            thresholds: &self.options.thresholds,
-            now: self.now,
-            at_capture_end: self.at_capture_end,
-        };
+        let ctx = context(self.name, self.options, self.now, self.at_capture_end);
         if let (Some(h), Some(fin)) = (app.as_mut().and_then(App::http_mut), conn.to_client.fin)
             && conn.reset.is_none_or(|r| r.at.frame > fin.frame)
         {
@@ -590,12 +596,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
                 if !msg.quoted_tcp
                     || !table.note_too_big(msg.quoted_src, msg.quoted_dst, msg.next_hop_mtu, at)
                 {
-                    let ctx = Context {
-                        capture: &name,
-                        thresholds: &options.thresholds,
-                        now: pipeline.now,
-                        at_capture_end: false,
-                    };
+                    let ctx = context(&name, options, pipeline.now, false);
                     pipeline.detectors.on_unmatched_too_big(&msg, at, &ctx);
                 }
                 return;
@@ -623,12 +624,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
 
     pipeline.at_capture_end = true;
     table.finish(&mut pipeline);
-    let ctx = Context {
-        capture: &name,
-        thresholds: &options.thresholds,
-        now: pipeline.now,
-        at_capture_end: true,
-    };
+    let ctx = context(&name, options, pipeline.now, true);
     let Pipeline {
         detectors,
         resynced_connections,

@@ -533,11 +533,7 @@ pub fn on_connection(conn: &Connection, http: &HttpConn, ctx: &Context<'_>, out:
     let subject = Subject::of(conn);
     // What is still open was never completed; judge what it did get first.
     for txn in http.open() {
-        for f in &txn.flaws {
-            flaw(&subject, f, Some(txn), ctx, out);
-        }
-        request_policy(&subject, txn, ctx, out);
-        response(&subject, txn, ctx, out);
+        on_transaction(&subject, txn, ctx, out);
     }
     ending(conn, &subject, http, ctx, out);
 }

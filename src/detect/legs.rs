@@ -682,30 +682,8 @@ fn absorb(findings: &mut Vec<Finding>) {
             drop[i] = true;
         }
     }
-    if !drop.iter().any(|d| *d) {
-        return;
-    }
-    let mut new_index = vec![None; findings.len()];
-    let mut n = 0;
-    for (i, d) in drop.iter().enumerate() {
-        if !d {
-            new_index[i] = Some(n);
-            n += 1;
-        }
-    }
-    let old = std::mem::take(findings);
-    for (i, mut f) in old.into_iter().enumerate() {
-        if drop[i] {
-            continue;
-        }
-        f.explained_by = f
-            .explained_by
-            .iter()
-            .filter_map(|&k| new_index[k])
-            .collect();
-        f.explains = f.explains.iter().filter_map(|&k| new_index[k]).collect();
-        findings.push(f);
-    }
+    let keep: Vec<bool> = drop.iter().map(|d| !d).collect();
+    crate::report::retain_findings(findings, &keep);
 }
 
 /// One request as the balancer saw it, in the measures balancers log (haproxy's Tq/Tw/Tc/Tr/Ta,

@@ -257,6 +257,36 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+/// Keeps the findings whose `keep` is true and renumbers the `explained_by` / `explains`
+/// links among those that remain (links to dropped findings go).
+pub fn retain_findings(findings: &mut Vec<Finding>, keep: &[bool]) {
+    if keep.iter().all(|k| *k) {
+        return;
+    }
+    let mut index = vec![None; findings.len()];
+    let mut next = 0;
+    for (i, k) in keep.iter().enumerate() {
+        if *k {
+            index[i] = Some(next);
+            next += 1;
+        }
+    }
+    let renumber = |links: &[usize]| -> Vec<usize> {
+        links
+            .iter()
+            .filter_map(|&j| index.get(j).copied().flatten())
+            .collect()
+    };
+    let old = std::mem::take(findings);
+    for (i, mut f) in old.into_iter().enumerate() {
+        if keep.get(i).copied().unwrap_or(false) {
+            f.explained_by = renumber(&f.explained_by);
+            f.explains = renumber(&f.explains);
+            findings.push(f);
+        }
+    }
+}
+
 /// Which severity makes the run fail (exit code 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailOn {
@@ -310,30 +340,7 @@ impl Report {
                 }
             }
         }
-        let mut index = vec![None; n];
-        let mut next = 0;
-        for (i, k) in keep.iter().enumerate() {
-            if *k {
-                index[i] = Some(next);
-                next += 1;
-            }
-        }
-        let old = std::mem::take(&mut self.findings);
-        for (i, mut f) in old.into_iter().enumerate() {
-            if keep[i] {
-                f.explained_by = f
-                    .explained_by
-                    .iter()
-                    .filter_map(|&j| index.get(j).copied().flatten())
-                    .collect();
-                f.explains = f
-                    .explains
-                    .iter()
-                    .filter_map(|&j| index.get(j).copied().flatten())
-                    .collect();
-                self.findings.push(f);
-            }
-        }
+        retain_findings(&mut self.findings, &keep);
         let captures = std::mem::take(&mut self.captures);
         let findings = std::mem::take(&mut self.findings);
         let skipped_files = self.summary.skipped_files;

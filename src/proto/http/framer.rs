@@ -237,6 +237,20 @@ struct Waiting {
     simple: bool,
 }
 
+impl Waiting {
+    /// A request whose answer is framed the ordinary way.
+    fn plain(seq: u64, start: Seen) -> Waiting {
+        Waiting {
+            seq,
+            start,
+            head_method: false,
+            connect: false,
+            upgrade: false,
+            simple: false,
+        }
+    }
+}
+
 /// Where in the exchange a connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpPhase {
@@ -511,20 +525,7 @@ impl Framer {
                 }
             }
         } else if let Mode::Body(Body::Length(0)) = dir.mode {
-            dir.mode = Mode::Start;
-            let body = dir.body_count;
-            match from {
-                Role::Client => {
-                    if let Some(seq) = self.receiving.take() {
-                        out.push(Message::RequestBodyDone { seq, at, body });
-                    }
-                }
-                Role::Server => {
-                    if let Some(seq) = self.answering.take() {
-                        out.push(Message::ResponseBodyDone { seq, at, body });
-                    }
-                }
-            }
+            self.body_done(from, at, out);
         } else if from == Role::Server {
             // Bytes of an answer are missing: pair what follows by capture order.
             self.response_lost |= matches!(self.resp.mode, Mode::Lost);
@@ -842,23 +843,29 @@ impl Framer {
             }
         };
         if done {
-            dir.mode = Mode::Start;
-            let body = dir.body_count;
-            match from {
-                Role::Client => {
-                    self.receiving_answered = false;
-                    if let Some(seq) = self.receiving.take() {
-                        out.push(Message::RequestBodyDone { seq, at, body });
-                    }
+            self.body_done(from, at, out);
+        }
+        used.clamp(1, data.len())
+    }
+
+    /// The body of the message `from` is sending ended at `at`: the next byte starts a message.
+    fn body_done(&mut self, from: Role, at: Seen, out: &mut Vec<Message>) {
+        let dir = self.direction(from);
+        dir.mode = Mode::Start;
+        let body = dir.body_count;
+        match from {
+            Role::Client => {
+                self.receiving_answered = false;
+                if let Some(seq) = self.receiving.take() {
+                    out.push(Message::RequestBodyDone { seq, at, body });
                 }
-                Role::Server => {
-                    if let Some(seq) = self.answering.take() {
-                        out.push(Message::ResponseBodyDone { seq, at, body });
-                    }
+            }
+            Role::Server => {
+                if let Some(seq) = self.answering.take() {
+                    out.push(Message::ResponseBodyDone { seq, at, body });
                 }
             }
         }
-        used.clamp(1, data.len())
     }
 
     /// The end of the buffered head's first line when it is an HTTP/0.9 request line: a known
@@ -882,10 +889,13 @@ impl Framer {
         seq
     }
 
-    /// The unpaired answer being framed answers `seq`, which therefore waits for nothing.
-    fn adopt_answer(&mut self, seq: u64) {
-        if self.answering == Some(None) {
-            self.answering = Some(Some(seq));
+    /// A request whose head just ended: it waits for its answer, unless it joins the unpaired
+    /// answer already being framed (which then answers it).
+    fn await_answer(&mut self, w: Waiting, joins_answer: bool, out: &mut Vec<Message>) {
+        if !joins_answer {
+            self.wait_for_answer(w, out);
+        } else if self.answering == Some(None) {
+            self.answering = Some(Some(w.seq));
         }
     }
 
@@ -928,21 +938,14 @@ impl Framer {
             Some(excerpt),
             Some(seq),
         ));
-        if joins_answer {
-            self.adopt_answer(seq);
-        } else {
-            self.wait_for_answer(
-                Waiting {
-                    seq,
-                    start,
-                    head_method: false,
-                    connect: false,
-                    upgrade: false,
-                    simple: true,
-                },
-                out,
-            );
-        }
+        self.await_answer(
+            Waiting {
+                simple: true,
+                ..Waiting::plain(seq, start)
+            },
+            joins_answer,
+            out,
+        );
         self.req.head = head;
         self.req.reset_head();
         self.req.mode = Mode::Start;
@@ -1016,21 +1019,7 @@ impl Framer {
                     Some(excerpt),
                     Some(seq),
                 ));
-                if joins_answer {
-                    self.adopt_answer(seq);
-                } else {
-                    self.wait_for_answer(
-                        Waiting {
-                            seq,
-                            start,
-                            head_method: false,
-                            connect: false,
-                            upgrade: false,
-                            simple: false,
-                        },
-                        out,
-                    );
-                }
+                self.await_answer(Waiting::plain(seq, start), joins_answer, out);
                 self.req.lose();
             }
         }
@@ -1101,11 +1090,7 @@ impl Framer {
         });
         out.extend(flaws);
         self.receiving_answered = joins_answer;
-        if joins_answer {
-            self.adopt_answer(seq);
-        } else {
-            self.wait_for_answer(waiting, out);
-        }
+        self.await_answer(waiting, joins_answer, out);
         match body {
             Some(b) => {
                 self.receiving = Some(seq);
