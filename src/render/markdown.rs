@@ -298,20 +298,7 @@ pub fn escape(s: &str) -> String {
 
 /// Escapes text placed inside an HTML block, where Markdown escapes are not read.
 pub fn escape_html(s: &str) -> String {
-    let s = terminal_safe(s);
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            '\n' => out.push(' '),
-            _ => out.push(c),
-        }
-    }
-    out
+    super::html::escape(&terminal_safe(s)).replace('\n', " ")
 }
 
 /// Text for an inline code span between single backticks: nothing inside is interpreted except

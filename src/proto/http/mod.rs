@@ -237,23 +237,27 @@ impl HttpConn {
         at: Seen,
         sink: &mut dyn FnMut(HttpEvent<'_>),
     ) {
-        let mut messages = std::mem::take(&mut self.messages);
-        self.framer.on_data(from, offset, bytes, at, &mut messages);
-        self.apply(&mut messages, sink);
-        self.messages = messages;
+        self.frame(sink, |f, m| f.on_data(from, offset, bytes, at, m));
     }
 
     pub fn on_gap(&mut self, from: Role, len: u64, at: Seen, sink: &mut dyn FnMut(HttpEvent<'_>)) {
-        let mut messages = std::mem::take(&mut self.messages);
-        self.framer.on_gap(from, len, at, &mut messages);
-        self.apply(&mut messages, sink);
-        self.messages = messages;
+        self.frame(sink, |f, m| f.on_gap(from, len, at, m));
     }
 
     /// The server closed its side: a body delimited by the close is complete.
     pub fn on_server_close(&mut self, at: Seen, sink: &mut dyn FnMut(HttpEvent<'_>)) {
+        self.frame(sink, |f, m| f.on_server_close(at, m));
+    }
+
+    /// Lets the framer turn input into messages, then pairs them; the message buffer is kept
+    /// for the next call, so framing allocates nothing per segment.
+    fn frame(
+        &mut self,
+        sink: &mut dyn FnMut(HttpEvent<'_>),
+        input: impl FnOnce(&mut Framer, &mut Vec<Message>),
+    ) {
         let mut messages = std::mem::take(&mut self.messages);
-        self.framer.on_server_close(at, &mut messages);
+        input(&mut self.framer, &mut messages);
         self.apply(&mut messages, sink);
         self.messages = messages;
     }
