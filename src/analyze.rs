@@ -1,20 +1,22 @@
 //! The pipeline for one capture: capture -> decode -> connection -> finding -> report.
 
+mod judging;
+mod shard;
+mod threads;
+
 use crate::capture::{CaptureError, CaptureReader, Frame, LinkType, Timestamp};
-use crate::decode::{self, DecodeError, Transport};
-use crate::detect::{Context, Detectors, Thresholds};
-use crate::flow::{
-    ConnRef, Connection, FlowLimits, FlowObserver, FlowTable, Role, Seen, StreamEvent,
-};
-use crate::proto::App;
-use crate::proto::http::{HttpEvent, HttpLimits, Transaction};
+use crate::decode::{self, DecodeError, Packet, Transport};
+use crate::detect::{Context, Thresholds};
+use crate::flow::{Connection, FlowLimits, FlowStats};
+use crate::proto::http::{HttpLimits, Transaction};
 use crate::report::{
     CaptureSummary, ConnectionReport, Finding, Report, TransactionReport, Warnings,
 };
 use crate::verdict;
+use judging::Judging;
+use shard::Shard;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -34,6 +36,10 @@ pub struct Options {
     pub balancers: Vec<std::net::IpAddr>,
     /// Bytes read from capture files are added here, for a progress bar.
     pub progress: Option<Arc<AtomicU64>>,
+    /// Threads analyzing one capture (0: the cores available). The report is the same for
+    /// any number; budgets (`max_connections`, `max_ooo_total`, `max_protocol_buffers`) are
+    /// shared out among them.
+    pub threads: usize,
 }
 
 impl Default for Options {
@@ -47,6 +53,7 @@ impl Default for Options {
             max_findings_per_group: 100,
             balancers: Vec::new(),
             progress: None,
+            threads: 1,
         }
     }
 }
@@ -353,9 +360,6 @@ fn count(slot: &mut (u64, u64), frame: u64) {
     slot.0 += 1;
 }
 
-/// Connections whose TLS stopped parsing that are named in the warnings, at most.
-const MAX_NOT_TLS_LISTED: usize = 20;
-
 /// Transactions listed in a report (`--transactions`), over all connections of a capture. Only
 /// the listing is capped: every transaction is analyzed.
 const MAX_REPORTED_TRANSACTIONS: usize = 10_000;
@@ -407,27 +411,6 @@ impl Listing {
     }
 }
 
-/// What the flow table drives: protocol analyzers per connection, then the detectors.
-struct Pipeline<'a> {
-    name: &'a str,
-    options: &'a Options,
-    detectors: Detectors,
-    apps: HashMap<u64, App, foldhash::fast::RandomState>,
-    now: Timestamp,
-    at_capture_end: bool,
-    resynced_connections: u64,
-    /// Connections whose TLS stopped parsing: (first frame, why), for the capture's warnings.
-    not_tls: Vec<(u64, String)>,
-    /// Retransmissions carrying different bytes than the original: count and first frame.
-    conflicts: (u64, Option<u64>),
-    /// Bytes held in protocol buffers across all connections, and times they had to be shed.
-    buffered: usize,
-    shed: u64,
-    /// With `--transactions`.
-    listing: Option<Listing>,
-    http_transactions: u64,
-}
-
 /// What a detector knows besides the event: the capture, the thresholds, and how far its
 /// clock has come.
 fn context<'a>(
@@ -444,197 +427,135 @@ fn context<'a>(
     }
 }
 
-/// Where an HTTP analyzer's events go: the detectors judge them, the listing may keep them.
-fn http_sink<'s>(
-    conn: ConnRef,
-    detectors: &'s mut Detectors,
-    listing: &'s mut Option<Listing>,
-    ctx: &'s Context<'s>,
-) -> impl FnMut(HttpEvent<'_>) + 's {
-    move |event| {
-        if let (HttpEvent::Done(t), Some(l)) = (&event, listing.as_mut()) {
-            l.add(conn.serial, t);
+/// What every frame goes through before its connection's shard: counts of frames that cannot
+/// be used, the capture's extent, and decoding.
+#[derive(Default)]
+pub(crate) struct Intake {
+    skipped: Skipped,
+    bytes: u64,
+    first_ts: Option<Timestamp>,
+    last_ts: Option<Timestamp>,
+    now: Option<Timestamp>,
+}
+
+impl Intake {
+    /// The frame's packet, when there is one to analyze.
+    pub(crate) fn take<'a>(&mut self, frame: &Frame<'a>) -> Option<Packet<'a>> {
+        self.bytes += frame.orig_len as u64;
+        self.first_ts.get_or_insert(frame.ts);
+        self.last_ts = Some(frame.ts);
+        match self.now {
+            Some(now) if frame.ts < now => count(&mut self.skipped.clock_backwards, frame.number),
+            _ => self.now = Some(frame.ts),
         }
-        detectors.on_http(&conn, event, ctx);
+        match decode::decode(frame) {
+            Ok(Some(p)) if matches!(p.transport, Transport::Fragment) => {
+                count(&mut self.skipped.fragments, frame.number);
+                None
+            }
+            Ok(p) => p,
+            Err(DecodeError::UnsupportedLinkType(lt)) => {
+                count(
+                    self.skipped.unsupported.entry(lt).or_default(),
+                    frame.number,
+                );
+                None
+            }
+            Err(e) => {
+                count(
+                    self.skipped.undecodable.entry(e.to_string()).or_default(),
+                    frame.number,
+                );
+                None
+            }
+        }
     }
 }
 
-impl FlowObserver for Pipeline<'_> {
-    fn on_stream(&mut self, conn: ConnRef, from: Role, event: StreamEvent<'_>) {
-        let limits = self.options.http;
-        let ctx = context(self.name, self.options, self.now, self.at_capture_end);
-        let app = match event {
-            StreamEvent::Data { bytes, .. } => self
-                .apps
-                .entry(conn.serial)
-                .or_insert_with(|| App::new(from, bytes, conn.start_captured, limits)),
-            StreamEvent::Gap { .. } => match self.apps.get_mut(&conn.serial) {
-                Some(app) => app,
-                None => return,
-            },
-        };
-        let before = app.buffered_bytes();
-        let mut sink = http_sink(conn, &mut self.detectors, &mut self.listing, &ctx);
-        match event {
-            StreamEvent::Data { offset, bytes, at } => {
-                app.on_data(from, offset, bytes, at, &mut sink)
-            }
-            StreamEvent::Gap { len, at, .. } => app.on_gap(from, len, at, &mut sink),
-        }
-        // Protocol buffers share one capture-wide budget, so many connections with half-sent
-        // heads cannot add up to unbounded memory.
-        let after = app.buffered_bytes();
-        self.buffered = (self.buffered + after).saturating_sub(before);
-        if self.buffered > self.options.max_protocol_buffers {
-            app.shed_buffers();
-            self.buffered -= after.min(self.buffered);
-            self.buffered += app.buffered_bytes();
-            self.shed += 1;
-        }
+/// Workers for one capture: `threads`, or the cores available when it is 0.
+fn workers(options: &Options) -> usize {
+    match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     }
-
-    fn on_finalized(&mut self, conn: Connection) {
-        let mut app = self.apps.remove(&conn.serial);
-        if let Some(a) = &app {
-            self.buffered -= a.buffered_bytes().min(self.buffered);
-        }
-        let ctx = context(self.name, self.options, self.now, self.at_capture_end);
-        if let (Some(h), Some(fin)) = (app.as_mut().and_then(App::http_mut), conn.to_client.fin)
-            && conn.reset.is_none_or(|r| r.at.frame > fin.frame)
-        {
-            let mut sink = http_sink(conn.id(), &mut self.detectors, &mut self.listing, &ctx);
-            h.on_server_close(fin, &mut sink);
-        }
-        let http = app.as_ref().and_then(App::http);
-        for side in [&conn.to_server, &conn.to_client] {
-            if side.stream.conflicts > 0 {
-                self.conflicts.0 += side.stream.conflicts as u64;
-                self.conflicts.1 = self.conflicts.1.or(side.stream.first_conflict_frame);
-            }
-        }
-        self.detectors
-            .on_connection(&conn, http, app.as_ref().and_then(App::tls), &ctx);
-        if let Some(tls) = app.as_ref().and_then(App::tls)
-            && let Some(why) = &tls.not_tls
-            && self.not_tls.len() < MAX_NOT_TLS_LISTED
-        {
-            self.not_tls.push((conn.first.frame, why.clone()));
-        }
-        if let Some(h) = http {
-            self.http_transactions += h.transactions;
-            if h.resyncs() > 0 {
-                self.resynced_connections += 1;
-            }
-        }
-        if let Some(listing) = &mut self.listing {
-            for t in http.into_iter().flat_map(|h| h.open()) {
-                listing.add(conn.serial, t);
-            }
-            listing.close(&conn);
-        }
-    }
+    .clamp(1, MAX_THREADS)
 }
+
+/// More workers than this only add queues.
+pub const MAX_THREADS: usize = 256;
 
 pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAnalysis {
     let name = reader.name().to_string();
     let mut warnings = Warnings::default();
-    let mut table = FlowTable::new(FlowLimits {
+    let mut judging = Judging::new(&name, options);
+    let mut intake = Intake::default();
+    let n = workers(options);
+    // Budgets are per worker, so the capture's total stays what the flags say.
+    let share = |total: usize| (total / n).max(1);
+    let limits = FlowLimits {
         mtu: options.thresholds.mtu,
+        max_connections: share(options.limits.max_connections),
+        max_ooo_total: share(options.limits.max_ooo_total),
         ..options.limits
-    });
-    let mut pipeline = Pipeline {
-        name: &name,
-        options,
-        detectors: Detectors::new(options.max_findings_per_group, &options.balancers),
-        apps: HashMap::default(),
-        now: Timestamp(i64::MIN),
-        at_capture_end: false,
-        resynced_connections: 0,
-        not_tls: Vec::new(),
-        conflicts: (0, None),
-        buffered: 0,
-        shed: 0,
-        listing: options.transactions.then(Listing::default),
-        http_transactions: 0,
     };
-    let mut skipped = Skipped::default();
-    let mut bytes = 0u64;
-    let mut first_ts: Option<Timestamp> = None;
-    let mut last_ts: Option<Timestamp> = None;
-
-    reader.for_each_frame(&mut warnings, |frame: &Frame<'_>| {
-        bytes += frame.orig_len as u64;
-        first_ts.get_or_insert(frame.ts);
-        last_ts = Some(frame.ts);
-        if frame.ts < pipeline.now {
-            count(&mut skipped.clock_backwards, frame.number);
-        } else {
-            pipeline.now = frame.ts;
-        }
-        let packet = match decode::decode(frame) {
-            Ok(Some(p)) => p,
-            Ok(None) => return,
-            Err(DecodeError::UnsupportedLinkType(lt)) => {
-                count(skipped.unsupported.entry(lt).or_default(), frame.number);
-                return;
+    let new_shard = || Shard::new(limits, options.http, share(options.max_protocol_buffers));
+    let shards = if n == 1 {
+        let mut shard = new_shard();
+        reader.for_each_frame(&mut warnings, |frame: &Frame<'_>| {
+            shard.clock(frame.ts);
+            if let Some(packet) = intake.take(frame) {
+                shard.on_packet(frame, packet, &mut judging);
             }
-            Err(e) => {
-                count(
-                    skipped.undecodable.entry(e.to_string()).or_default(),
-                    frame.number,
-                );
-                return;
-            }
+        });
+        shard.finish(&mut judging);
+        vec![shard]
+    } else {
+        let shards = (0..n).map(|_| new_shard()).collect();
+        threads::run(
+            &mut reader,
+            &mut warnings,
+            &mut intake,
+            shards,
+            &mut judging,
+        )
+    };
+    let now = shards
+        .iter()
+        .map(Shard::now)
+        .max()
+        .unwrap_or(Timestamp(i64::MIN));
+    let ctx = context(&name, options, now, true);
+    let mut stats = FlowStats::default();
+    let (mut exhausted, mut too_many_holes, mut shed) = (0, 0, 0);
+    for s in &shards {
+        let t = &s.table.stats;
+        stats.connections += t.connections;
+        stats.evicted_early += t.evicted_early;
+        stats.one_sided += t.one_sided;
+        stats.first_one_sided = match (stats.first_one_sided, t.first_one_sided) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
-        let at = Seen {
-            frame: frame.number,
-            ts: frame.ts,
-        };
-        let seg = match packet.transport {
-            Transport::Tcp(seg) => seg,
-            Transport::TooBig(msg) => {
-                if !msg.quoted_tcp
-                    || !table.note_too_big(msg.quoted_src, msg.quoted_dst, msg.next_hop_mtu, at)
-                {
-                    let ctx = context(&name, options, pipeline.now, false);
-                    pipeline.detectors.on_unmatched_too_big(&msg, at, &ctx);
-                }
-                return;
-            }
-            Transport::Unreachable(msg) => {
-                if msg.quoted_tcp {
-                    table.note_unreachable(&msg, at);
-                }
-                return;
-            }
-            Transport::Fragment => {
-                count(&mut skipped.fragments, frame.number);
-                return;
-            }
-            Transport::Other => return,
-        };
-        table.on_segment(
-            SocketAddr::new(packet.src, seg.src_port),
-            SocketAddr::new(packet.dst, seg.dst_port),
-            &seg,
-            at,
-            &mut pipeline,
-        );
-    });
-
-    pipeline.at_capture_end = true;
-    table.finish(&mut pipeline);
-    let ctx = context(&name, options, pipeline.now, true);
-    let Pipeline {
+        exhausted += s.table.budget.exhausted;
+        too_many_holes += s.table.budget.too_many_holes;
+        shed += s.shed();
+    }
+    let Intake {
+        skipped,
+        bytes,
+        first_ts,
+        last_ts,
+        ..
+    } = intake;
+    let Judging {
         detectors,
         resynced_connections,
         not_tls,
         conflicts,
-        shed,
         listing,
         http_transactions,
         ..
-    } = pipeline;
+    } = judging;
     let findings = detectors.finish(&ctx);
     if shed > 0 {
         warnings.push(
@@ -695,7 +616,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
             ),
         );
     }
-    let over_budget = table.budget.exhausted - table.budget.too_many_holes;
+    let over_budget = exhausted - too_many_holes;
     if over_budget > 0 {
         warnings.push(
             None,
@@ -704,30 +625,30 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
             ),
         );
     }
-    if table.budget.too_many_holes > 0 {
+    if too_many_holes > 0 {
         warnings.push(
             None,
             format!(
                 "{} hole(s) given up as gaps because a direction had more holes at once than are tracked (32): a capture missing many segments, or segments far out of order",
-                table.budget.too_many_holes
+                too_many_holes
             ),
         );
     }
-    if table.stats.one_sided > 0 {
+    if stats.one_sided > 0 {
         warnings.push(
-            table.stats.first_one_sided,
+            stats.first_one_sided,
             format!(
                 "{} connection(s) show only one direction: the capture holds one side of the traffic (asymmetric routing or a one-way span port)",
-                table.stats.one_sided
+                stats.one_sided
             ),
         );
     }
-    if table.stats.evicted_early > 0 {
+    if stats.evicted_early > 0 {
         warnings.push(
             None,
             format!(
                 "more than {} live connections (--max-connections): {} were finalized early",
-                options.limits.max_connections, table.stats.evicted_early
+                options.limits.max_connections, stats.evicted_early
             ),
         );
     }
@@ -745,7 +666,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         bytes,
         first_timestamp: first_ts.map(Timestamp::rfc3339),
         last_timestamp: last_ts.map(Timestamp::rfc3339),
-        connections: table.stats.connections,
+        connections: stats.connections,
         truncated: reader.info.truncated,
         error: None,
         http_transactions,

@@ -74,6 +74,11 @@ struct AnalyzeArgs {
     /// limits (--max-ooo-total, --max-protocol-buffers).
     #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
+    /// Threads analyzing each capture [default: the cores left to each of the captures
+    /// analyzed at once]. The report is the same for any number; the limits on connections,
+    /// out-of-order bytes and protocol buffers are shared out among them.
+    #[arg(long, short = 't', value_name = "N")]
+    threads: Option<usize>,
     /// No progress bar on standard error (it is only shown on a terminal anyway).
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -161,7 +166,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
     let Command::Analyze(args) = cli.command;
-    let options = Options {
+    let mut options = Options {
         limits: FlowLimits {
             idle_timeout: Duration::from_secs(args.idle_timeout as i64),
             max_connections: args.max_connections.max(1),
@@ -193,6 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         max_findings_per_group: args.max_findings.max(1),
         balancers: args.balancers,
         progress: None,
+        threads: 1,
     };
     let format = match (args.format, &args.output) {
         (Some(f), _) => f,
@@ -207,11 +213,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })?),
             None => None,
         };
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = args.jobs.unwrap_or(cores).max(1);
     let inputs = lbdiag::analyze::collect_inputs(&args.files);
+    let at_once = jobs.min(inputs.entries.len()).max(1);
+    options.threads = args
+        .threads
+        .unwrap_or(cores / at_once)
+        .clamp(1, lbdiag::analyze::MAX_THREADS);
     let bar = (!args.quiet && io::stderr().is_terminal()).then(|| progress_bar(&inputs));
     let mut report = lbdiag::analyze::analyze_inputs(&inputs, &options, jobs, |p| {
         if let Some(bar) = &bar {

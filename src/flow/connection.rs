@@ -127,7 +127,8 @@ pub struct ConnRef {
 
 #[derive(Debug)]
 pub struct Connection {
-    /// 1-based, in the order connections were first seen in the capture.
+    /// The frame number of its first packet: unique in a capture, and the same however many
+    /// tables analyze the capture.
     pub serial: u64,
     pub client: SocketAddr,
     pub server: SocketAddr,
@@ -194,6 +195,11 @@ impl Unreachable {
 }
 
 impl Connection {
+    /// The deadline it was last queued for: when it expired, if it did.
+    pub fn deadline(&self) -> Timestamp {
+        self.queued
+    }
+
     pub fn new(
         serial: u64,
         client: SocketAddr,

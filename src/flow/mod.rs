@@ -12,5 +12,5 @@ pub use connection::{
 };
 pub use frame_list::FrameList;
 pub use reassembly::{Budget, Reassembler, StreamEvent};
-pub use table::{FlowLimits, FlowObserver, FlowStats, FlowTable};
+pub use table::{Finalize, FlowLimits, FlowObserver, FlowStats, FlowTable, flow_hash};
 pub use transport::TcpStats;

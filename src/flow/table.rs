@@ -44,7 +44,27 @@ impl Default for FlowLimits {
 /// they are finalized (closed, idle, evicted, or at the end of the capture).
 pub trait FlowObserver {
     fn on_stream(&mut self, conn: ConnRef, from: Role, event: StreamEvent<'_>);
+    /// Called before a connection's last stream events and [`FlowObserver::on_finalized`],
+    /// saying why it ends now: a pipeline that merges several tables' output orders by it.
+    fn finalizing(&mut self, _conn: &Connection, _why: Finalize) {}
     fn on_finalized(&mut self, conn: Connection);
+}
+
+/// Why a connection is finalized at this point of the capture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finalize {
+    /// Its deadline (idle timeout or close linger) passed as capture time advanced.
+    Expired,
+    /// The packet being processed ended it: a reused 4-tuple, or the table was full.
+    ByPacket,
+    /// The capture ended.
+    AtEnd,
+}
+
+/// A hash of a connection's two endpoints that is the same for both directions and in every
+/// run: which share of the connections (thread or `--shard`) a packet belongs to.
+pub fn flow_hash(a: SocketAddr, b: SocketAddr) -> u64 {
+    foldhash::fast::FixedState::with_seed(0x6c62_7368_6172_6431).hash_one(FlowKey::new(a, b))
 }
 
 /// Order-independent key: the same for both directions.
@@ -324,10 +344,7 @@ impl FlowTable {
         at: Seen,
         observer: &mut dyn FlowObserver,
     ) {
-        if at.ts > self.now {
-            self.now = at.ts;
-            self.expire(observer);
-        }
+        self.advance(at.ts, observer);
         let key = FlowKey::new(src, dst);
         let pure_syn = seg.flags.syn() && !seg.flags.ack() && !seg.flags.rst();
         let compact = pure_syn && compact_syn(seg, self.limits.mtu);
@@ -362,7 +379,7 @@ impl FlowTable {
             }
             Some(_) => {
                 let old = self.live.remove(&key).expect("present");
-                self.finalize(old, observer);
+                self.finalize(old, Finalize::ByPacket, observer);
             }
             None => {}
         }
@@ -371,7 +388,9 @@ impl FlowTable {
             self.evict_one(observer);
         }
         self.stats.connections += 1;
-        let serial = self.stats.connections;
+        // A packet opens at most one connection, so its frame number names the connection
+        // uniquely, whichever table (of several analyzing one capture in parallel) holds it.
+        let serial = at.frame;
         let idle_deadline = at.ts.saturating_add(self.limits.idle_timeout);
         if compact {
             self.half_open.insert(HalfOpen {
@@ -518,6 +537,15 @@ impl FlowTable {
         true
     }
 
+    /// Capture time has reached `ts` (a TCP segment's, possibly of another table's
+    /// connection): connections whose deadline has passed are finalized.
+    pub fn advance(&mut self, ts: Timestamp, observer: &mut dyn FlowObserver) {
+        if ts > self.now {
+            self.now = ts;
+            self.expire(observer);
+        }
+    }
+
     fn expire(&mut self, observer: &mut dyn FlowObserver) {
         while let Some(Reverse((when, serial, key))) = self.deadlines.peek().copied() {
             if when > self.now {
@@ -536,7 +564,11 @@ impl FlowTable {
                     continue;
                 }
                 let half = self.half_open.remove(&key).expect("present");
-                self.finalize(Box::new(half.into_connection()), observer);
+                self.finalize(
+                    Box::new(half.into_connection()),
+                    Finalize::Expired,
+                    observer,
+                );
                 continue;
             }
             let Some(conn) = self.live.get(&key) else {
@@ -552,7 +584,7 @@ impl FlowTable {
                 continue;
             }
             let conn = self.live.remove(&key).expect("present");
-            self.finalize(conn, observer);
+            self.finalize(conn, Finalize::Expired, observer);
         }
     }
 
@@ -566,12 +598,18 @@ impl FlowTable {
                 Some(half) => Box::new(half.into_connection()),
                 None => self.live.remove(&key).expect("valid"),
             };
-            self.finalize(conn, observer);
+            self.finalize(conn, Finalize::ByPacket, observer);
             return;
         }
     }
 
-    fn finalize(&mut self, mut conn: Box<Connection>, observer: &mut dyn FlowObserver) {
+    fn finalize(
+        &mut self,
+        mut conn: Box<Connection>,
+        why: Finalize,
+        observer: &mut dyn FlowObserver,
+    ) {
+        observer.finalizing(&conn, why);
         let id = conn.id();
         conn.finish_streams(&mut self.budget, &mut |role, ev| {
             observer.on_stream(id, role, ev)
@@ -603,7 +641,7 @@ impl FlowTable {
                 (Some(_), None) => rest.next().expect("peeked"),
                 (None, None) => break,
             };
-            self.finalize(conn, observer);
+            self.finalize(conn, Finalize::AtEnd, observer);
         }
         self.half_open = HalfOpenTable::new();
     }

@@ -1,0 +1,398 @@
+//! One capture on several threads. A reader decodes each frame and hands the packet to the
+//! worker that owns its connection (a symmetric hash of the endpoints; ICMP by the connection it
+//! quotes), as Suricata's flow-hash load balancing and a Zeek cluster's workers do. Each worker
+//! runs a [`Shard`] and records what it produces. The calling thread merges the recordings in
+//! capture order and judges them, so the detectors see exactly the sequence of events one thread
+//! would have produced, and the report is the same for any number of workers.
+//!
+//! Work moves in rounds of frames. Every worker gets every round, with the time of every frame
+//! in it, so a worker with no packets of its own still advances capture time and finalizes its
+//! idle connections at the same frame as a single thread would. Rounds pass through bounded
+//! queues, so memory stays a few rounds' worth beyond what the shards hold.
+
+use super::Intake;
+use super::shard::{Judge, Moment, Shard};
+use crate::capture::{CaptureReader, Frame, LinkType, Timestamp, Warnings};
+use crate::decode::{self, TooBig, Transport};
+use crate::flow::{ConnRef, Connection, Finalize, Seen, flow_hash};
+use crate::proto::App;
+use crate::proto::http::{FlawAt, HttpEvent, Transaction};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+/// Frames per round: enough that handing a round over costs little next to analyzing it, few
+/// enough that the rounds in flight stay small.
+const ROUND_FRAMES: usize = 1024;
+
+/// Rounds queued between the reader and a worker, and between a worker and the merge.
+const QUEUED_ROUNDS: usize = 2;
+
+/// No worker: the frame only moves the clock.
+const NOBODY: u16 = u16::MAX;
+
+/// One frame of a round, as every worker sees it.
+#[derive(Clone, Copy)]
+struct Entry {
+    number: u64,
+    ts: Timestamp,
+    link_type: LinkType,
+    orig_len: u32,
+    /// The worker that analyzes it.
+    owner: u16,
+    /// A TCP segment: every table's clock advances with it.
+    tcp: bool,
+    /// Where its bytes are in the owner's round buffer.
+    start: u32,
+    len: u32,
+}
+
+struct Round {
+    entries: Arc<Vec<Entry>>,
+    /// The bytes of this worker's frames.
+    data: Vec<u8>,
+}
+
+/// Where an event falls in the order a single thread would have produced it: by the frame
+/// being processed; at one frame, connections that expired (by deadline, then first frame)
+/// before the frame's own packet; at the end, by first frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Order {
+    frame: u64,
+    phase: Phase,
+    when: Timestamp,
+    first: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Expired,
+    Packet,
+}
+
+impl Order {
+    fn packet(frame: u64) -> Order {
+        Order {
+            frame,
+            phase: Phase::Packet,
+            when: Timestamp(0),
+            first: 0,
+        }
+    }
+}
+
+enum Owned {
+    Done(ConnRef, Box<Transaction>),
+    Flaw(ConnRef, Box<FlawAt>, Option<Box<Transaction>>),
+    Finalized(Box<Connection>, Option<App>),
+    TooBig(TooBig, Seen),
+}
+
+struct Recorded {
+    order: Order,
+    moment: Moment,
+    event: Owned,
+}
+
+/// A worker's judge: keeps what its shard produced, in order, for the merge.
+struct Recorder {
+    frame: u64,
+    order: Order,
+    out: Vec<Recorded>,
+}
+
+impl Recorder {
+    fn at_frame(&mut self, frame: u64) {
+        self.frame = frame;
+        self.order = Order::packet(frame);
+    }
+
+    fn push(&mut self, moment: Moment, event: Owned) {
+        self.out.push(Recorded {
+            order: self.order,
+            moment,
+            event,
+        });
+    }
+}
+
+impl Judge for Recorder {
+    fn http(&mut self, conn: ConnRef, event: HttpEvent<'_>, at: Moment) {
+        let owned = match event {
+            HttpEvent::Done(t) => Owned::Done(conn, Box::new(t.clone())),
+            HttpEvent::Flaw { flaw, last } => Owned::Flaw(
+                conn,
+                Box::new(flaw.clone()),
+                last.map(|t| Box::new(t.clone())),
+            ),
+        };
+        self.push(at, owned);
+    }
+
+    fn finalizing(&mut self, conn: &Connection, why: Finalize) {
+        self.order = match why {
+            Finalize::Expired => Order {
+                frame: self.frame,
+                phase: Phase::Expired,
+                when: conn.deadline(),
+                first: conn.first.frame,
+            },
+            Finalize::ByPacket => Order::packet(self.frame),
+            Finalize::AtEnd => Order {
+                frame: u64::MAX,
+                phase: Phase::Expired,
+                when: Timestamp(0),
+                first: conn.first.frame,
+            },
+        };
+    }
+
+    fn finalized(&mut self, conn: Connection, app: Option<App>, at: Moment) {
+        self.push(at, Owned::Finalized(Box::new(conn), app));
+        self.order = Order::packet(self.frame);
+    }
+
+    fn unmatched_too_big(&mut self, msg: &TooBig, at: Seen, moment: Moment) {
+        self.push(moment, Owned::TooBig(*msg, at));
+    }
+}
+
+/// Hands a recorded event to the judge, as if the shard had produced it there.
+fn replay(event: Owned, moment: Moment, judge: &mut impl Judge) {
+    match event {
+        Owned::Done(conn, t) => judge.http(conn, HttpEvent::Done(&t), moment),
+        Owned::Flaw(conn, flaw, last) => judge.http(
+            conn,
+            HttpEvent::Flaw {
+                flaw: &flaw,
+                last: last.as_deref(),
+            },
+            moment,
+        ),
+        Owned::Finalized(conn, app) => judge.finalized(*conn, app, moment),
+        Owned::TooBig(msg, at) => judge.unmatched_too_big(&msg, at, moment),
+    }
+}
+
+enum Output {
+    Round(Vec<Recorded>),
+    Done(Box<Shard>),
+}
+
+/// Which worker analyzes a decoded packet; `None` when no table needs it.
+fn owner(transport: &Transport<'_>, src: SocketAddr, dst: SocketAddr, n: usize) -> Option<usize> {
+    let of = |a, b| (flow_hash(a, b) % n as u64) as usize;
+    match transport {
+        Transport::Tcp(_) => Some(of(src, dst)),
+        Transport::TooBig(m) if m.quoted_tcp => Some(of(m.quoted_src, m.quoted_dst)),
+        // Judged without a connection: any one worker will do, always the same one.
+        Transport::TooBig(_) => Some(0),
+        Transport::Unreachable(m) if m.quoted_tcp => Some(of(m.quoted_src, m.quoted_dst)),
+        _ => None,
+    }
+}
+
+fn worker(
+    mut shard: Box<Shard>,
+    me: u16,
+    rounds: Receiver<Round>,
+    out: SyncSender<Output>,
+    spent: SyncSender<Vec<u8>>,
+) {
+    let mut recorder = Recorder {
+        frame: 0,
+        order: Order::packet(0),
+        out: Vec::new(),
+    };
+    for round in rounds {
+        for e in round.entries.iter() {
+            shard.clock(e.ts);
+            if e.owner == me {
+                let data = &round.data[e.start as usize..(e.start + e.len) as usize];
+                let frame = Frame {
+                    number: e.number,
+                    ts: e.ts,
+                    link_type: e.link_type,
+                    data,
+                    orig_len: e.orig_len,
+                };
+                recorder.at_frame(e.number);
+                // The reader decoded the same bytes already; it counted any failure.
+                if let Ok(Some(packet)) = decode::decode(&frame) {
+                    shard.on_packet(&frame, packet, &mut recorder);
+                }
+            } else if e.tcp {
+                recorder.at_frame(e.number);
+                shard.advance(e.ts, &mut recorder);
+            }
+        }
+        let _ = spent.try_send(round.data);
+        if out
+            .send(Output::Round(std::mem::take(&mut recorder.out)))
+            .is_err()
+        {
+            return;
+        }
+    }
+    recorder.at_frame(u64::MAX);
+    shard.finish(&mut recorder);
+    let _ = out.send(Output::Round(std::mem::take(&mut recorder.out)));
+    let _ = out.send(Output::Done(shard));
+}
+
+/// The reader's side: frames into rounds, each worker's packets into its buffer.
+struct Dealer {
+    senders: Vec<SyncSender<Round>>,
+    spent: Receiver<Vec<u8>>,
+    entries: Vec<Entry>,
+    data: Vec<Vec<u8>>,
+}
+
+impl Dealer {
+    fn deal(&mut self, frame: &Frame<'_>, owner: Option<usize>, tcp: bool) {
+        let (owner, start) = match owner {
+            Some(w) => {
+                let buf = &mut self.data[w];
+                let start = buf.len() as u32;
+                buf.extend_from_slice(frame.data);
+                (w as u16, start)
+            }
+            None => (NOBODY, 0),
+        };
+        self.entries.push(Entry {
+            number: frame.number,
+            ts: frame.ts,
+            link_type: frame.link_type,
+            orig_len: frame.orig_len,
+            owner,
+            tcp,
+            start,
+            len: if owner == NOBODY {
+                0
+            } else {
+                frame.data.len() as u32
+            },
+        });
+        if self.entries.len() >= ROUND_FRAMES {
+            self.send();
+        }
+    }
+
+    /// Sends the round to every worker; false when they have stopped.
+    fn send(&mut self) -> bool {
+        let entries = Arc::new(std::mem::replace(
+            &mut self.entries,
+            Vec::with_capacity(ROUND_FRAMES),
+        ));
+        for (w, tx) in self.senders.iter().enumerate() {
+            let fresh = self.spent.try_recv().map(|mut b| {
+                b.clear();
+                b
+            });
+            let data = std::mem::replace(&mut self.data[w], fresh.unwrap_or_default());
+            if tx
+                .send(Round {
+                    entries: entries.clone(),
+                    data,
+                })
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Analyzes the capture on `shards.len()` workers, judging their output in capture order.
+/// Returns the shards as the workers left them, for their counts.
+pub(crate) fn run(
+    reader: &mut CaptureReader,
+    warnings: &mut Warnings,
+    intake: &mut Intake,
+    shards: Vec<Shard>,
+    judge: &mut impl Judge,
+) -> Vec<Shard> {
+    let n = shards.len();
+    std::thread::scope(|scope| {
+        let (spent_tx, spent_rx) = sync_channel(n * (QUEUED_ROUNDS + 2));
+        let mut senders = Vec::new();
+        let mut outputs = Vec::new();
+        for (me, shard) in shards.into_iter().enumerate() {
+            let (tx, rx) = sync_channel(QUEUED_ROUNDS);
+            let (out_tx, out_rx) = sync_channel(QUEUED_ROUNDS);
+            let spent = spent_tx.clone();
+            let shard = Box::new(shard);
+            scope.spawn(move || worker(shard, me as u16, rx, out_tx, spent));
+            senders.push(tx);
+            outputs.push(out_rx);
+        }
+        drop(spent_tx);
+        let reading = scope.spawn(move || {
+            let mut dealer = Dealer {
+                senders,
+                spent: spent_rx,
+                entries: Vec::with_capacity(ROUND_FRAMES),
+                data: vec![Vec::new(); n],
+            };
+            reader.for_each_frame(warnings, |frame| {
+                let Some(packet) = intake.take(frame) else {
+                    dealer.deal(frame, None, false);
+                    return;
+                };
+                let (src, dst) = match &packet.transport {
+                    Transport::Tcp(seg) => (
+                        SocketAddr::new(packet.src, seg.src_port),
+                        SocketAddr::new(packet.dst, seg.dst_port),
+                    ),
+                    _ => (
+                        SocketAddr::new(packet.src, 0),
+                        SocketAddr::new(packet.dst, 0),
+                    ),
+                };
+                let tcp = matches!(packet.transport, Transport::Tcp(_));
+                dealer.deal(frame, owner(&packet.transport, src, dst, n), tcp);
+            });
+            if !dealer.entries.is_empty() {
+                dealer.send();
+            }
+            // Dropping the senders tells the workers the capture has ended.
+        });
+        let mut done: Vec<Option<Shard>> = (0..n).map(|_| None).collect();
+        let mut batches: Vec<std::vec::IntoIter<Recorded>> = Vec::with_capacity(n);
+        loop {
+            batches.clear();
+            for (w, rx) in outputs.iter().enumerate() {
+                match rx.recv() {
+                    Ok(Output::Round(batch)) => batches.push(batch.into_iter()),
+                    Ok(Output::Done(shard)) => done[w] = Some(*shard),
+                    Err(_) => {}
+                }
+            }
+            if batches.is_empty() {
+                break;
+            }
+            merge(&mut batches, judge);
+        }
+        let _ = reading.join();
+        done.into_iter().flatten().collect()
+    })
+}
+
+/// Judges a round's recordings from every worker in capture order. Each worker's are in order
+/// already, so this is a k-way merge; two workers never record the same order.
+fn merge(batches: &mut [std::vec::IntoIter<Recorded>], judge: &mut impl Judge) {
+    let mut heads: Vec<Option<Recorded>> = batches.iter_mut().map(Iterator::next).collect();
+    loop {
+        let next = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(w, h)| h.as_ref().map(|r| (r.order, w)))
+            .min();
+        let Some((_, w)) = next else {
+            return;
+        };
+        let r = std::mem::replace(&mut heads[w], batches[w].next()).expect("present");
+        replay(r.event, r.moment, judge);
+    }
+}
