@@ -227,10 +227,11 @@ fn worker(
             }
         }
         let _ = spent.try_send(round.data);
-        if out
-            .send(Output::Round(std::mem::take(&mut recorder.out)))
-            .is_err()
-        {
+        // The next round likely records about as much: start it at this one's size rather
+        // than growing (and moving) it from nothing.
+        let size = recorder.out.len();
+        let recorded = std::mem::replace(&mut recorder.out, Vec::with_capacity(size));
+        if out.send(Output::Round(recorded)).is_err() {
             return;
         }
     }
