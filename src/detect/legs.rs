@@ -35,6 +35,8 @@ struct Brief {
     client: SocketAddr,
     server: SocketAddr,
     at: Timestamp,
+    /// The answer's first byte: a request forwarded because of this one left before it.
+    answered: Option<Timestamp>,
 }
 
 #[derive(Default)]
@@ -117,6 +119,7 @@ impl Legs {
             return;
         };
         let key = request_key(line);
+        let answered = t.response.map(|r| r.ts);
         if let (Some(status), Some(resp)) = (t.status, t.response_complete.or(t.response))
             && status < 400
         {
@@ -139,9 +142,12 @@ impl Legs {
         if let Some((_, e)) = self.latest[slot].filter(|(k, _)| *k == key) {
             // The earlier one arrived at the balancer; the later one left it, from the same
             // address or (soon after) from another one toward another server.
+            // A balancer cannot answer before it forwarded: the same request sent after the
+            // answer is another client's (on a host with two balancers, the other one's).
             let forwarded = |front: Brief, back: Brief| {
                 let gap = back.at.saturating_sub(front.at);
                 back.at >= front.at
+                    && front.answered.is_none_or(|a| back.at <= a)
                     && front.server.ip() != back.server.ip()
                     && back.client.ip() != front.client.ip()
                     && (front.server.ip() == back.client.ip() && gap <= FORWARD_WINDOW
@@ -151,6 +157,7 @@ impl Legs {
                 client,
                 server,
                 at: req.ts,
+                answered,
             };
             let pair = if forwarded(e, now) {
                 Some((e, now))
@@ -189,6 +196,7 @@ impl Legs {
                 client,
                 server,
                 at: req.ts,
+                answered,
             },
         ));
     }
@@ -360,7 +368,12 @@ pub fn link(
             let (Some(bc), Some(bs)) = flows[*j] else {
                 return false;
             };
-            bc.ip() != client.ip()
+            // Sent from another balancer's address: that balancer's back leg, not this one's.
+            let others = known
+                .iter()
+                .any(|(x, from)| *x != server.ip() && from.contains(&bc.ip()));
+            !others
+                && bc.ip() != client.ip()
                 && bs.ip() != server.ip()
                 && (bc.ip() == server.ip()
                     || b.facts.at.ts >= f.facts.request_at.map_or(start, |r| r.ts))
@@ -429,9 +442,14 @@ fn link_legs(
         if let Some(b) = server.and_then(|s| known.iter().position(|(x, _)| *x == s.ip())) {
             f.leg = Some(Leg::Front);
             balancer_of[i] = Some(b);
-        } else if let Some(b) =
-            client.and_then(|c| known.iter().position(|(_, from)| from.contains(&c.ip())))
-        {
+        } else if let Some(b) = client.and_then(|c| {
+            // A one-armed balancer's own address first: another balancer may (wrongly) have
+            // been credited with it too.
+            known
+                .iter()
+                .position(|(x, _)| *x == c.ip())
+                .or_else(|| known.iter().position(|(_, from)| from.contains(&c.ip())))
+        }) {
             f.leg = Some(Leg::Back);
             balancer_of[i] = Some(b);
         }
@@ -970,6 +988,90 @@ mod test {
         legs.on_transaction(at("10.1.0.2:5001"), at("10.2.0.2:80"), &txn("/a", 300));
         legs.on_transaction(at("10.1.0.2:5002"), at("10.2.0.1:80"), &txn("/b", 900));
         assert!(legs.balancers().is_empty());
+    }
+
+    #[test]
+    fn regression_the_same_request_sent_after_another_balancer_answered_is_not_forwarded() {
+        // proxy-two-balancers.pcap: haproxy (10.71.0.3) answered GET /health at 8 ms; 0.7 s
+        // later nginx sent its own GET /health from 10.71.1.2. Within a second, but after the
+        // answer: not haproxy forwarding it.
+        let mut legs = Legs::new(&[]);
+        let mut front = txn("/health", 0);
+        front.status = Some(200);
+        front.response = Some(Seen {
+            frame: 8,
+            ts: Timestamp(8_000_000),
+        });
+        let mut back = txn("/health", 1);
+        back.status = Some(200);
+        back.response = Some(Seen {
+            frame: 7,
+            ts: Timestamp(7_000_000),
+        });
+        legs.on_transaction(at("10.71.0.3:6000"), at("10.71.2.4:9212"), &back);
+        legs.on_transaction(at("10.71.0.1:5000"), at("10.71.0.3:8202"), &front);
+        legs.on_transaction(
+            at("10.71.1.2:6001"),
+            at("10.71.2.3:9211"),
+            &txn("/health", 700),
+        );
+        let b = legs.balancers();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].address, "10.71.0.3");
+        assert_eq!(b[0].back_addresses, vec!["10.71.0.3".to_string()]);
+        assert_eq!(b[0].back, vec!["10.71.2.4:9212".to_string()]);
+    }
+
+    #[test]
+    fn regression_another_balancers_reset_during_a_504_is_not_its_back_leg() {
+        // proxy-two-balancers.pcap: while nginx (10.71.0.2) waits 2 s for a slow backend,
+        // haproxy (10.71.0.3, one address on both legs) answers 502 to a backend's reset.
+        let front = |server: &str, frame: u64, ms: i64, status: u16, request_ms: i64| {
+            let mut f = finding(Kind::ErrorStatus, "10.71.0.1:5000", server, frame, ms);
+            f.facts.status = Some(status);
+            f.facts.request_at = Some(Seen {
+                frame: frame - 1,
+                ts: Timestamp(request_ms * 1_000_000),
+            });
+            f.facts.response_at = Some(f.facts.at);
+            f
+        };
+        let nginx_504 = front("10.71.0.2:8201", 98, 2375, 504, 375);
+        let mut slow = finding(
+            Kind::SlowResponse,
+            "10.71.1.2:36380",
+            "10.71.2.3:9201",
+            97,
+            2375,
+        );
+        slow.facts.by = Some(Actor::Client);
+        let haproxy_502 = front("10.71.0.3:8202", 72, 1126, 502, 1018);
+        let mut reset = finding(
+            Kind::ConnectionReset,
+            "10.71.0.3:36438",
+            "10.71.2.4:9202",
+            71,
+            1122,
+        );
+        reset.facts.by = Some(Actor::Server);
+        let mut list = vec![nginx_504, slow, haproxy_502, reset];
+        let report = |address: &str, from: &str| BalancerReport {
+            address: address.into(),
+            back_addresses: vec![from.into()],
+            front: vec![],
+            back: vec![],
+            forwarded_requests: 1,
+        };
+        let mut balancers = vec![
+            report("10.71.0.2", "10.71.1.2"),
+            report("10.71.0.3", "10.71.0.3"),
+        ];
+        link(&mut list, &mut balancers, &[]);
+        assert_eq!(list[0].explained_by, vec![1]);
+        assert_eq!(list[2].explained_by, vec![3]);
+        assert_eq!(balancers[0].back_addresses, vec!["10.71.1.2".to_string()]);
+        assert_eq!(balancers[0].back, vec!["10.71.2.3:9201".to_string()]);
+        assert_eq!(balancers[1].back, vec!["10.71.2.4:9202".to_string()]);
     }
 
     #[test]
