@@ -210,7 +210,7 @@ def case_refused(name, pkts):
                  must_not=["syn_unanswered", "connection_reset", "client_closed_early", "no_response",
                            "closed_before_response", "packet_loss"],
                  balancers=balancer(8001, ["10.71.2.3:9001"]),
-                 status_story={"status": 502, "contains": ["10.71.2.3:9001"]},
+                 status_story={"status": 502, "contains": ["10.71.2.3:9001", f"SYN frame {s} refused at frame {r}"]},
                  key={"front_request": fr.frame, "back_syn": s, "back_failure": r, "front_answer": fa.frame})
 
 
@@ -229,7 +229,7 @@ def case_connect_timeout(name, pkts):
                  must_not=["handshake_refused", "connection_reset", "client_closed_early", "closed_before_response"],
                  also=["syn_retransmitted"] if False else [],
                  balancers=balancer(8002, ["10.71.2.3:9002"]),
-                 status_story={"status": 504, "contains": ["10.71.2.3:9002"]},
+                 status_story={"status": 504, "contains": ["10.71.2.3:9002", f"SYN frame {syns[0].frame} never answered"]},
                  key={"front_request": fr.frame, "back_syn": syns[0].frame, "back_failure": syns[1].frame,
                       "front_answer": fa.frame})
 
@@ -248,7 +248,8 @@ def case_reset_head(name, pkts):
                       [("connection_reset", "back", [rst.frame])])],
                  must_not=["client_closed_early", "closed_before_response", "no_response", "handshake_refused"],
                  balancers=balancer(8003, ["10.71.2.3:9003"]),
-                 status_story={"status": 502, "contains": ["10.71.2.3:9003"]},
+                 status_story={"status": 502, "contains": ["10.71.2.3:9003",
+                                                   f"back request frame {br.frame}, reset at frame {rst.frame}"]},
                  key={"front_request": fr.frame, "back_request": br.frame, "back_failure": rst.frame,
                       "front_answer": fa.frame})
 
@@ -301,7 +302,11 @@ def case_read_timeout(name, pkts, port, back_port, who):
                  also=["connection_reset"] if not close.rst else [],
                  must_not=["client_closed_early", "closed_before_response", "handshake_refused"],
                  balancers=balancer(port, [f"10.71.2.3:{back_port}"]),
-                 status_story={"status": 504, "contains": [f"10.71.2.3:{back_port}"]},
+                 # The story quotes the frames and how long the balancer waited (about its 2 s timeout).
+                 status_story={"status": 504, "contains": [
+                     f"10.71.2.3:{back_port}",
+                     f"back request frame {br.frame}, the balancer gave up at frame {close.frame}",
+                     f"waited {close.time - br.time:.1f}"]},
                  key={"front_request": fr.frame, "back_request": br.frame, "back_failure": close.frame,
                       "front_answer": fa.frame})
 
@@ -325,7 +330,8 @@ def case_gives_up(name, pkts):
                  also=["connection_reset"],
                  must_not=["error_status", "slow_response", "closed_before_response", "handshake_refused"],
                  balancers=balancer(8005, ["10.71.2.3:9005"]),
-                 status_story={"status": 499, "contains": ["GET /export"]},
+                 status_story={"status": 499, "contains": ["GET /export",
+                                                   f"back request frame {br.frame}, aborted at frame {bfin.frame}"]},
                  key={"front_request": fr.frame, "back_request": br.frame, "front_close": cfin.frame,
                       "back_abort": bfin.frame})
 
@@ -412,7 +418,7 @@ def case_blackhole(name, pkts):
                  also=["packet_loss", "no_response"],
                  must_not=["client_closed_early", "handshake_refused", "icmp_frag_needed", "request_body_truncated"],
                  balancers=balancer(8010, ["10.71.2.3:9010"]),
-                 status_story={"status": 504, "contains": ["10.71.2.3:9010"]},
+                 status_story={"status": 504, "contains": ["10.71.2.3:9010", f"retransmitted from frame {again.frame}"]},
                  key={"front_request": fr.frame, "back_request": br.frame, "back_failure": again.frame,
                       "front_answer": fa.frame})
 
@@ -433,7 +439,8 @@ def case_haproxy_refused(name, pkts):
                         [("handshake_refused", "back", [pairs[-1][1]])])],
                  must_not=["syn_unanswered", "connection_reset", "client_closed_early", "no_response"],
                  balancers=balancer(8101, ["10.71.2.3:9101"]),
-                 status_story={"status": 503, "contains": ["10.71.2.3:9101"]},
+                 status_story={"status": 503, "contains": ["10.71.2.3:9101",
+                                                   "SYN frame %d refused at frame %d" % pairs[-1]]},
                  key={"front_request": fr.frame, "back_refusals": pairs, "front_answer": fa.frame})
 
 
@@ -473,7 +480,10 @@ def case_race(name, pkts, fport, bport, method, who, retried=False):
         expect.append(exp("error_status", "front", 502, fport, [fa.frame], f"{method} {uri}",
                           [("keepalive_race", "back", [req.frame, fin.frame])]))
         key["front_answer"] = fa.frame
-        extra = dict(status_story={"status": 502, "contains": [f"10.71.2.3:{bport}", "keep-alive"]}, must_not=[])
+        extra = dict(status_story={"status": 502, "contains": [
+            f"10.71.2.3:{bport}", "keep-alive",
+            f"back request frame {req.frame}, the backend's FIN at frame {fin.frame} crossed it, reset at frame "
+            f"{rst.frame}", "on a reused connection"]}, must_not=[])
     return truth(name, story, expect,
                  must_not=["server_restart", "closed_before_response", "connection_reset", "client_closed_early",
                            "no_response", "handshake_refused"] + extra.pop("must_not"),
@@ -544,7 +554,10 @@ def case_two_balancers(name, pkts):
                              "back": ["10.71.2.3:9201", "10.71.2.3:9211"]},
                             {"address": haproxy, "front": [f"{haproxy}:8202"],
                              "back": ["10.71.2.4:9202", "10.71.2.4:9212"]}],
-                 status_story={"status": 504, "contains": ["10.71.2.3:9201", "502", "10.71.2.4:9202"]},
+                 status_story={"status": 504, "contains": [
+                     "10.71.2.3:9201", f"back request frame {br.frame}, the balancer gave up at frame {close.frame}",
+                     f"waited {close.time - br.time:.1f}", "502", "10.71.2.4:9202",
+                     f"back request frame {pb.frame}, reset at frame {rst.frame}"]},
                  key={"nginx": {"front_request": fr.frame, "back_request": br.frame, "back_failure": close.frame,
                                 "front_answer": fa.frame},
                       "haproxy": {"front_request": pr.frame, "back_request": pb.frame, "back_failure": rst.frame,
@@ -557,7 +570,7 @@ def case_retries_some_fail(name, pkts):
     is not (proxy_next_upstream off)."""
     refusals = refused(name, pkts, 9301)
     fronts = [p for p in pkts if p.method and not is_back(p)]
-    expect, key, hidden, failed = [], [], 0, 0
+    expect, key, hidden, failed, first_502 = [], [], 0, 0, None
     for fr in fronts:
         fa = answer(name, pkts, fr)
         during = [(s, r) for s, r in refusals if fr.frame < s < r < fa.frame]
@@ -575,6 +588,7 @@ def case_retries_some_fail(name, pkts):
                 fail(name, f"{fr.uri}: want one refusal behind the 502, on /checkout")
             (s, r), = during
             failed += 1
+            first_502 = first_502 or (s, r)
             expect += [exp("handshake_refused", "back", 502, 9301, [s, r], severity="error"),
                        exp("error_status", "front", 502, 8301, [fa.frame], f"{fr.method} {fr.uri}",
                            [("handshake_refused", "back", [r])], severity="error")]
@@ -592,7 +606,8 @@ def case_retries_some_fail(name, pkts):
                  must_not=["syn_unanswered", "connection_reset", "client_closed_early", "no_response",
                            "closed_before_response", "server_restart"],
                  balancers=balancer(8301, ["10.71.2.3:9301", "10.71.2.4:9301"]),
-                 status_story={"status": 502, "contains": ["GET /checkout", "10.71.2.3:9301", "refused"]},
+                 status_story={"status": 502, "contains": ["GET /checkout", "10.71.2.3:9301", "refused",
+                                                   "SYN frame %d refused at frame %d" % first_502]},
                  key={"requests": key})
 
 

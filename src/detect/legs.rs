@@ -13,7 +13,7 @@ use super::http::request_key;
 use super::{Answered, Context, Detector, Event, Findings};
 use crate::capture::{Duration, Timestamp};
 use crate::proto::http::{HttpEvent, Transaction};
-use crate::report::{Actor, BalancerReport, Cause, Finding, Kind, Leg, Severity};
+use crate::report::{Actor, BalancerReport, Cause, Finding, Kind, Leg, Seen, Severity, Timings};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
@@ -704,34 +704,53 @@ fn absorb(findings: &mut Vec<Finding>) {
     crate::report::retain_findings(findings, &keep);
 }
 
-/// One request as the balancer saw it, in the measures balancers log (haproxy's Tq/Tw/Tc/Tr/Ta,
-/// nginx's request_time and upstream_response_time): how long the client took to send it, how
-/// long the balancer waited before sending it on, the backend connection's handshake, how long
-/// the backend took to answer, and the whole. Milliseconds; absent where the capture does not
-/// tell.
-fn timings(front: &Finding, back: &Finding) -> Option<serde_json::Value> {
-    let ms = |a: Option<crate::report::Seen>, b: Option<crate::report::Seen>| {
+/// One request as the balancer saw it: how long the client took to send it, how long the
+/// balancer waited before sending it on, the backend connection's handshake, how long the
+/// backend took to answer, and the whole.
+fn timings(front: &Finding, back: &Finding) -> Option<Timings> {
+    let span = |a: Option<Seen>, b: Option<Seen>| {
         a.zip(b)
             .filter(|(a, b)| b.ts >= a.ts)
-            .map(|(a, b)| b.ts.saturating_sub(a.ts).as_millis_f64())
+            .map(|(a, b)| b.ts.saturating_sub(a.ts))
     };
     let f = &front.facts;
     let b = &back.facts;
     let start = f.request_at?;
     // The backend's first answer byte, or what ended the wait for it, whichever came first: a
     // late answer after the balancer gave up is not what the balancer waited.
-    let backend_end = Some(match b.response_at {
-        Some(r) if r.ts <= back.facts.at.ts => r,
-        _ => back.facts.at,
-    });
-    Some(serde_json::json!({
-        "client_request_ms": ms(f.request_at, f.request_done_at),
-        "wait_ms": ms(f.request_done_at, b.request_at),
+    let backend_end = match b.response_at {
+        Some(r) if r.ts <= b.at.ts => Some(r),
+        // Nothing after the request says when the wait ended: unknown, not zero.
+        _ if b.at.ts <= b.request_done_at.or(b.request_at).map_or(b.at.ts, |r| r.ts) => None,
+        _ => Some(b.at),
+    };
+    Some(Timings {
+        client_request: span(f.request_at, f.request_done_at),
+        wait: span(f.request_done_at, b.request_at),
         // A reused keep-alive connection costs no handshake.
-        "connect_ms": if b.reused_connection { Some(0.0) } else { b.connect.map(|d| d.as_millis_f64()) },
-        "backend_response_ms": ms(b.request_done_at.or(b.request_at), backend_end),
-        "total_ms": ms(Some(start), f.response_done_at.or(f.response_at).or(Some(front.facts.at))),
-    }))
+        connect: if b.reused_connection {
+            Some(Duration(0))
+        } else {
+            b.connect
+        },
+        backend_response: span(b.request_done_at.or(b.request_at), backend_end),
+        total: span(
+            Some(start),
+            f.response_done_at.or(f.response_at).or(Some(f.at)),
+        ),
+    })
+}
+
+/// The timings as the JSON report shows them: milliseconds, null where unknown.
+fn timings_json(t: &Timings) -> serde_json::Value {
+    let ms = |d: Option<Duration>| d.map(|d| d.as_millis_f64());
+    serde_json::json!({
+        "client_request_ms": ms(t.client_request),
+        "wait_ms": ms(t.wait),
+        "connect_ms": ms(t.connect),
+        "backend_response_ms": ms(t.backend_response),
+        "total_ms": ms(t.total),
+    })
 }
 
 /// Records that `back` explains `front` and says what the two together mean.
@@ -742,6 +761,12 @@ fn rejudge(findings: &mut [Finding], front: usize, back: usize) {
         format!("{} at frame {}", x.kind, list.join(", "))
     };
     let front_seen = frames(&f);
+    if let Some(t) = timings(&f, &b) {
+        findings[front]
+            .evidence
+            .insert("timings".into(), timings_json(&t));
+        findings[front].facts.timings = Some(t);
+    }
     let client_gave_up = f.kind == Kind::ClientClosedEarly;
     if client_gave_up && b.kind == Kind::ClientClosedEarly {
         // The client gave up, so the balancer aborted the request it had forwarded: one 499
@@ -764,9 +789,6 @@ fn rejudge(findings: &mut [Finding], front: usize, back: usize) {
     }
     findings[front].explained_by.push(back);
     findings[back].explains.push(front);
-    if let Some(t) = timings(&f, &b) {
-        findings[front].evidence.insert("timings".into(), t);
-    }
     let status = f.facts.status.unwrap_or(502);
     if b.kind == Kind::ClientClosedEarly && f.kind == Kind::ErrorStatus && status == 504 {
         // The balancer closed the back connection at its read timeout: the backend was slower
@@ -834,7 +856,7 @@ fn rejudge(findings: &mut [Finding], front: usize, back: usize) {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::report::{Facts, Flow, Seen};
+    use crate::report::{Facts, Flow};
 
     fn finding(kind: Kind, client: &str, server: &str, frame: u64, ms: i64) -> Finding {
         Finding {
