@@ -33,6 +33,15 @@
 #   proxy-haproxy-read-timeout.pcap     haproxy: timeout server 2s on a 5 s backend: 504
 #   proxy-haproxy-keepalive-race.pcap   haproxy (http-reuse always): a POST crosses the backend's
 #                                       idle FIN: 502
+#   proxy-two-balancers.pcap            nginx (10.71.0.2, backends on 10.71.2.3) and haproxy
+#                                       (10.71.0.3, backends on 10.71.2.4) on one host, one capture:
+#                                       nginx 504 (a 5 s backend past its 2 s read timeout), haproxy
+#                                       502 (a backend resetting mid-head), while GET /health is
+#                                       answered 200 through both
+#   proxy-retries-some-fail.pcap        nginx, two upstream servers (max_fails=0), the first refuses:
+#                                       GET /catalog is retried on the second (the client gets 200),
+#                                       GET /checkout has proxy_next_upstream off (502 when it lands
+#                                       on the refusing one, 200 when not)
 # nginx talks to the backends from a second address (10.71.1.2); haproxy uses its front address
 # (10.71.0.2) on both legs, so both shapes of balancer are covered.
 #
@@ -43,6 +52,8 @@
 # so frames are what went on the wire. The balancer's loopback traffic is filtered out.
 # Needs root, iproute2, iptables, ethtool, tcpdump, tshark, curl, nginx, haproxy, python3.
 # Idempotent; only replaces captures in captures/ when every one came out as intended. ~2 min.
+# ONLY="proxy-two-balancers proxy-retries-some-fail" makes only the captures named (and their
+# truth files), leaving the others as they are.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -50,6 +61,8 @@ tools=$here/tools
 PY=$(command -v python3)
 C=pxc; B=pxb; R=pxr; D=pxd; S=pxs
 CA=10.71.0.1; BF=10.71.0.2; BB=10.71.1.2; S1=10.71.2.3; S2=10.71.2.4
+# A second balancer on the same host (haproxy in proxy-two-balancers), one address on both legs.
+BF2=10.71.0.3
 work=$(mktemp -d /tmp/proxycap.XXXXXX)
 chmod 755 "$work"
 log() { printf '%s\n' "$*" | tee -a "$work/run.log"; }
@@ -77,6 +90,7 @@ ip link add pxr1 netns $R type veth peer name pxd0 netns $D
 ip link add pxd1 netns $D type veth peer name pxs0 netns $S
 ip -n $C addr add $CA/24 dev pxc0
 ip -n $B addr add $BF/24 dev pxb0
+ip -n $B addr add $BF2/24 dev pxb0
 ip -n $B addr add $BB/24 dev pxb1
 ip -n $R addr add 10.71.1.1/24 dev pxr0
 ip -n $R addr add 10.71.2.1/24 dev pxr1
@@ -133,6 +147,10 @@ http {
   upstream u8008 { server $S1:9008; }
   upstream u8009 { server $S1:9009; server $S2:9009; }
   upstream u8010 { server $S1:9010; }
+  upstream u8201 { server $S1:9201; }
+  upstream u8211 { server $S1:9211; }
+  # max_fails=0: the refusing server is never marked down, so round robin keeps sending to it.
+  upstream u8301 { server $S1:9301 max_fails=0; server $S2:9301 max_fails=0; }
   server { listen $BF:8001; location / { proxy_pass http://u8001; } }
   server { listen $BF:8002; location / { proxy_pass http://u8002; } }
   server { listen $BF:8003; location / { proxy_pass http://u8003; } }
@@ -144,6 +162,9 @@ http {
   server { listen $BF:8008; location / { proxy_read_timeout 5s; proxy_pass http://u8008; } }
   server { listen $BF:8009; location / { proxy_pass http://u8009; } }
   server { listen $BF:8010; location / { proxy_read_timeout 3s; proxy_pass http://u8010; } }
+  server { listen $BF:8201; location / { proxy_pass http://u8211; } location /search { proxy_pass http://u8201; } }
+  server { listen $BF:8301; location / { proxy_pass http://u8301; }
+           location /checkout { proxy_next_upstream off; proxy_pass http://u8301; } }
 }
 NGINX
 ip netns exec $B nginx -p "$ng" -c "$ng/nginx.conf" -e "$ng/error.log"
@@ -183,6 +204,18 @@ frontend f8106
 backend b9106
   timeout server 5s
   server s1 $S1:9106
+# proxy-two-balancers: a second balancer address, its own backends on 10.71.2.4.
+frontend f8202
+  bind $BF2:8202
+  acl pay path_beg /pay
+  use_backend b9202 if pay
+  default_backend b9212
+backend b9202
+  source $BF2
+  server s1 $S2:9202
+backend b9212
+  source $BF2
+  server s1 $S2:9212
 HAPROXY
 ip netns exec $B haproxy -db -f "$hp/haproxy.cfg" >"$hp/haproxy.log" 2>&1 &
 haproxy_pid=$!
@@ -324,17 +357,57 @@ case_haproxy_refused() { # haproxy retries 3 times, then 503
   cap_stop
 }
 
-take proxy-refused case_refused
-take proxy-connect-timeout case_connect_timeout
-take proxy-reset-mid-head case_reset proxy-reset-mid-head reset-head 8003 9003 /invoice/7
-take proxy-reset-mid-body case_reset proxy-reset-mid-body reset-body 8013 9013 /report.csv
-take proxy-read-timeout case_slow proxy-read-timeout 8004 9004
-take proxy-client-gives-up case_gives_up
-take proxy-backend-restart case_restart
-take proxy-refused-retried case_refused_retried
-take proxy-mtu-blackhole case_blackhole
-take proxy-haproxy-refused case_haproxy_refused
-take proxy-haproxy-read-timeout case_slow proxy-haproxy-read-timeout 8104 9104
+case_two_balancers() { # nginx 504 and haproxy 502 at once, healthy GET /health through both
+  local pids=()
+  server slow $S1 9201 10 --delay 5; pids+=("$server_pid")
+  server ok $S1 9211 10; pids+=("$server_pid")
+  server reset-head $S2 9202 10; pids+=("$server_pid")
+  server ok $S2 9212 10; pids+=("$server_pid")
+  cap_start proxy-two-balancers "$(ports 8201 9201) or tcp port 9211 or $(ports 8202 9202) or tcp port 9212"
+  curl_c "http://$BF:8201/health"
+  curl_c "http://$BF2:8202/health"
+  curl_c "http://$BF:8201/search?q=sofa" & local slow=$!
+  sleep 0.4
+  curl_c "http://$BF2:8202/health"
+  sleep 0.2
+  curl_c "http://$BF2:8202/pay?order=17"
+  sleep 0.2
+  curl_c "http://$BF:8201/health"
+  wait "$slow" 2>/dev/null || true
+  sleep 0.3
+  curl_c "http://$BF:8201/health"
+  curl_c "http://$BF2:8202/health"
+  cap_stop
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
+}
+case_retries_some_fail() { # round robin over a refusing and a healthy server
+  server ok $S2 9301 10
+  cap_start proxy-retries-some-fail "$(ports 8301 9301)"
+  local path
+  for path in /catalog?page=1 /catalog?page=2 /checkout?cart=1 /checkout?cart=2 /catalog?page=3 \
+              /checkout?cart=3 /checkout?cart=4; do
+    curl_c "http://$BF:8301$path"
+    sleep 0.3
+  done
+  cap_stop
+  kill "$server_pid" 2>/dev/null; server_done
+}
+
+wanted() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+want_take() { if wanted "$1"; then take "$@"; fi; }
+want_take proxy-refused case_refused
+want_take proxy-connect-timeout case_connect_timeout
+want_take proxy-reset-mid-head case_reset proxy-reset-mid-head reset-head 8003 9003 /invoice/7
+want_take proxy-reset-mid-body case_reset proxy-reset-mid-body reset-body 8013 9013 /report.csv
+want_take proxy-read-timeout case_slow proxy-read-timeout 8004 9004
+want_take proxy-client-gives-up case_gives_up
+want_take proxy-backend-restart case_restart
+want_take proxy-refused-retried case_refused_retried
+want_take proxy-mtu-blackhole case_blackhole
+want_take proxy-haproxy-refused case_haproxy_refused
+want_take proxy-haproxy-read-timeout case_slow proxy-haproxy-read-timeout 8104 9104
+want_take proxy-two-balancers case_two_balancers
+want_take proxy-retries-some-fail case_retries_some_fail
 
 # 6, 7, 11: keep-alive races. 50 ms each way between balancer and backends; the backend closes
 # connections idle for 1.0 s; the client sends 0.95 s after its answer, so the balancer's request
@@ -364,14 +437,16 @@ take_race() { # name ... : the race is timing; try again (3 tries) until the req
   done
   echo "$1: no crossing in 3 tries" >&2; return 1
 }
-take_race proxy-keepalive-race-post 8006 9006 POST backend-keepalive-race
-take_race proxy-keepalive-race-get-retried 8007 9007 GET
-take_race proxy-haproxy-keepalive-race 8106 9106 POST
+if wanted proxy-keepalive-race-post || wanted backend-keepalive-race; then
+  take_race proxy-keepalive-race-post 8006 9006 POST backend-keepalive-race
+fi
+if wanted proxy-keepalive-race-get-retried; then take_race proxy-keepalive-race-get-retried 8007 9007 GET; fi
+if wanted proxy-haproxy-keepalive-race; then take_race proxy-haproxy-keepalive-race 8106 9106 POST; fi
 
 log "--- nginx access log"; cat "$ng/access.log" | tee -a "$work/run.log"
 log "--- nginx error log"; grep -E 'error|warn' "$ng/error.log" | tee -a "$work/run.log" || true
 log "--- haproxy log"; cat "$hp/haproxy.log" | tee -a "$work/run.log"
 
-"$PY" "$tools/proxy_truth.py" "$work" "$here"
+"$PY" "$tools/proxy_truth.py" "$work" "$here" ${ONLY:-}
 for f in "$work"/*.pcap; do cp "$f" "$here/"; done
 log "done"

@@ -167,26 +167,125 @@ fn story(kind: Kind, by: &str) -> Kind {
 /// Problems that read as one sentence: same severity, kind, actor and server.
 type GroupKey = (Reverse<Severity>, Kind, String, String);
 
-/// What a back-leg finding says happened, as the end of "because backend X ...".
-fn because(b: &Finding) -> String {
+/// What a back-leg finding says happened, as the end of "because backend X ...", and what
+/// that means, told after the frames and timings.
+fn because(b: &Finding) -> (String, Option<&'static str>) {
     match b.kind {
-        Kind::HandshakeRefused => "refused the connection".into(),
-        Kind::SynUnanswered => {
-            "never answered the balancer's connection attempt (its connect timeout ran out)".into()
-        }
-        Kind::ConnectionReset => "reset the connection".into(),
-        Kind::ClosedBeforeResponse => "closed the connection without answering".into(),
-        Kind::KeepaliveRace => "closed its idle keep-alive connection just as the balancer sent the request on it (a keep-alive race: the backend's keep-alive timeout is shorter than the balancer's)".into(),
-        Kind::SlowResponse => "did not answer within the balancer's read timeout".into(),
-        Kind::MtuBlackhole => {
-            "never received the request's large packets (an MTU blackhole on the back leg)".into()
-        }
-        Kind::ErrorStatus => format!(
-            "answered {} itself",
-            b.facts.status.map_or("an error".to_string(), |s| s.to_string())
+        Kind::HandshakeRefused => ("refused the connection".into(), None),
+        Kind::SynUnanswered => (
+            "never answered the balancer's connection attempt".into(),
+            Some("its connect timeout ran out"),
         ),
-        Kind::ResponseBodyTruncated => "cut its response short".into(),
-        other => format!("failed ({other})"),
+        Kind::ConnectionReset => ("reset the connection".into(), None),
+        Kind::ClosedBeforeResponse => ("closed the connection without answering".into(), None),
+        Kind::KeepaliveRace => (
+            "closed its idle keep-alive connection just as the balancer sent the request on it"
+                .into(),
+            Some(
+                "a keep-alive race (the backend's keep-alive timeout is shorter than the balancer's)",
+            ),
+        ),
+        Kind::SlowResponse => (
+            "did not answer within the balancer's read timeout".into(),
+            None,
+        ),
+        Kind::MtuBlackhole => (
+            "never received the request's large packets".into(),
+            Some("an MTU blackhole on the back leg"),
+        ),
+        Kind::ErrorStatus => (
+            format!(
+                "answered {} itself",
+                b.facts
+                    .status
+                    .map_or("an error".to_string(), |s| s.to_string())
+            ),
+            None,
+        ),
+        Kind::ResponseBodyTruncated => ("cut its response short".into(), None),
+        other => (format!("failed ({other})"), None),
+    }
+}
+
+/// Where the back leg's failure is in the capture: "back request frame 9, the balancer gave up
+/// at frame 11". Evidence frames are in capture order, so the failure is the one its kind
+/// puts there (a reset after the request and the partial answer, the give-up after the request).
+fn back_frames(b: &Finding) -> String {
+    let first = b.packets.first().copied();
+    let last = b.packets.last().copied();
+    let request = b
+        .facts
+        .request_at
+        .map(|r| format!("back request frame {}", r.frame));
+    // What ended the wait, where the request's own frame comes first.
+    let after_request = b
+        .packets
+        .iter()
+        .copied()
+        .find(|&p| Some(p) != b.facts.request_at.map(|r| r.frame));
+    let event = match b.kind {
+        Kind::HandshakeRefused => first
+            .zip(last)
+            .map(|(s, r)| format!("SYN frame {s} refused at frame {r}")),
+        Kind::SynUnanswered => first.map(|s| format!("SYN frame {s} never answered")),
+        Kind::SlowResponse => after_request.map(|p| format!("the balancer gave up at frame {p}")),
+        Kind::ClientClosedEarly => after_request.map(|p| format!("aborted at frame {p}")),
+        Kind::KeepaliveRace if b.packets.len() >= 3 => Some(format!(
+            "the backend's FIN at frame {} crossed it, reset at frame {}",
+            b.packets[1],
+            b.packets[b.packets.len() - 1]
+        )),
+        Kind::ConnectionReset | Kind::KeepaliveRace => last.map(|p| format!("reset at frame {p}")),
+        Kind::ClosedBeforeResponse => last.map(|p| format!("closed at frame {p}")),
+        Kind::ResponseBodyTruncated => last.map(|p| format!("cut at frame {p}")),
+        Kind::ErrorStatus => last.map(|p| format!("answered at frame {p}")),
+        Kind::MtuBlackhole => {
+            first.map(|p| format!("its large packets retransmitted from frame {p}"))
+        }
+        _ => last.map(|p| format!("frame {p}")),
+    };
+    request
+        .into_iter()
+        .chain(event)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The request's timings as the balancer saw them, the measures haproxy logs as Tq/Tw/Tc/Tr
+/// (the total is told with the answer): "client request 0 µs, forwarded after 435 µs, connect
+/// 42 µs, waited 2.00 s for the response". Empty when nothing is known.
+fn timing_words(f: &Finding, back: &Finding) -> String {
+    let Some(t) = f.facts.timings else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    if let Some(d) = t.client_request {
+        parts.push(format!("client request {d}"));
+    }
+    if let Some(d) = t.wait {
+        parts.push(format!("forwarded after {d}"));
+    }
+    if back.facts.reused_connection {
+        parts.push("on a reused connection".to_string());
+    } else if let Some(d) = t.connect {
+        parts.push(format!("connect {d}"));
+    }
+    if let Some(d) = t.backend_response {
+        parts.push(format!("waited {d} for the response"));
+    }
+    parts.join(", ")
+}
+
+/// "(back request frame 9, the balancer gave up at frame 11; connect 42 µs, ...)", or nothing.
+fn back_detail(f: &Finding, back: &Finding) -> String {
+    let parts: Vec<String> = [back_frames(back), timing_words(f, back)]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join("; "))
     }
 }
 
@@ -233,24 +332,31 @@ fn stories(findings: &[Finding]) -> Vec<String> {
                 .explained_by
                 .iter()
                 .any(|&r| findings.get(r).is_some_and(|x| x.kind == Kind::ServerRestart));
-            let restart = if restarted {
-                " (it went down with requests in flight: a crash or restart)"
+            let (what, why) = because(back);
+            let why = if restarted {
+                Some("it went down with requests in flight (a crash or restart)")
             } else {
-                ""
+                why
             };
+            let why = why.map_or(String::new(), |w| format!(": {w}"));
+            let detail = back_detail(f, back);
             match f.kind {
                 Kind::ClientClosedEarly => format!(
-                    "The client {} gave up on {request}{more} at the balancer {} before the answer came, and the balancer aborted its request to {}: it logs 499.",
-                    f.flow.client, f.flow.server, back.flow.server
+                    "The client {} gave up on {request}{more} at the balancer {}{}, before the answer came, and the balancer aborted its request to {}{detail}: it logs 499.",
+                    f.flow.client,
+                    f.flow.server,
+                    f.facts
+                        .timings
+                        .and_then(|t| t.total)
+                        .map_or(String::new(), |d| format!(" after {d}")),
+                    back.flow.server
                 ),
                 Kind::ResponseBodyTruncated => format!(
-                    "The balancer {} cut its answer to {request}{more} short because backend {} {}{restart}.",
-                    f.flow.server,
-                    back.flow.server,
-                    because(back)
+                    "The balancer {} cut its answer to {request}{more} short because backend {} {what}{detail}{why}.",
+                    f.flow.server, back.flow.server,
                 ),
                 _ => format!(
-                    "The balancer {} answered {} to {request}{more}{} because backend {} {}{restart}.",
+                    "The balancer {} answered {} to {request}{more}{} because backend {} {what}{detail}{why}.",
                     f.flow.server,
                     f.facts.status.map_or("an error".to_string(), |s| s.to_string()),
                     f.facts
@@ -262,7 +368,6 @@ fn stories(findings: &[Finding]) -> Vec<String> {
                             r.ts.saturating_sub(q.ts)
                         )),
                     back.flow.server,
-                    because(back)
                 ),
             }
         })
@@ -377,6 +482,43 @@ mod test {
                 ..Facts::default()
             },
         }
+    }
+
+    #[test]
+    fn test_story_of_a_504_tells_the_back_frames_and_timings() {
+        use crate::capture::{Duration, Timestamp};
+        use crate::report::{Seen, Timings};
+        let seen = |frame: u64, ms: i64| Seen {
+            frame,
+            ts: Timestamp(ms * 1_000_000),
+        };
+        let mut front = error_status(504);
+        front.flow.server = "10.0.0.5:80".into();
+        front.leg = Some(Leg::Front);
+        front.explained_by = vec![1];
+        front.facts.request = Some("GET /search".into());
+        front.facts.request_at = Some(seen(4, 0));
+        front.facts.response_at = Some(seen(12, 2001));
+        front.facts.timings = Some(Timings {
+            client_request: Some(Duration(0)),
+            wait: Some(Duration(400_000)),
+            connect: Some(Duration(50_000)),
+            backend_response: Some(Duration(2_000_000_000)),
+            total: Some(Duration(2_001_000_000)),
+        });
+        let mut back = error_status(504);
+        back.kind = Kind::SlowResponse;
+        back.flow.server = "10.0.1.7:8080".into();
+        back.leg = Some(Leg::Back);
+        back.packets = vec![9, 11];
+        back.facts.request_at = Some(seen(9, 1));
+        let v = verdict(&CaptureSummary::default(), &[front, back]);
+        assert!(
+            v.contains(
+                "because backend 10.0.1.7:8080 did not answer within the balancer's read timeout (back request frame 9, the balancer gave up at frame 11; client request 0 µs, forwarded after 400 µs, connect 50 µs, waited 2.00 s for the response)."
+            ),
+            "{v}"
+        );
     }
 
     #[test]

@@ -163,8 +163,8 @@ fn proxy_matches(exp: &Value, f: &Value, findings: &[Value]) -> bool {
 const SEVERITIES: [&str; 3] = ["info", "warning", "error"];
 
 /// The optional top-level proxy conditions: `balancers` (each entry's address found in
-/// captures[0].balancers with at least its front and back endpoints; as many balancers as the
-/// truth lists, so `[]` means none), `max_severity` (no finding above it: what worked for the
+/// captures[0].balancers with exactly its front and back endpoints, so one balancer credited
+/// with another's backends fails; as many balancers as the truth lists, so `[]` means none), `max_severity` (no finding above it: what worked for the
 /// client is no error), and `status_story` (the capture's verdict names that status and
 /// contains every `contains` string, letter case aside).
 fn check_proxy(truth: &Value, name: &str, report: &Value, findings: &[Value]) -> Vec<String> {
@@ -183,8 +183,10 @@ fn check_proxy(truth: &Value, name: &str, report: &Value, findings: &[Value]) ->
             let found = got.iter().any(|g| {
                 g["address"] == w["address"]
                     && ["front", "back"].iter().all(|leg| {
-                        let have = strings(g, leg);
-                        strings(w, leg).iter().all(|e| have.contains(e))
+                        let (mut have, mut want) = (strings(g, leg), strings(w, leg));
+                        have.sort();
+                        want.sort();
+                        have == want
                     })
             });
             if !found {

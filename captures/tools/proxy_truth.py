@@ -4,7 +4,8 @@ checks that each really shows its story, and writes NAME.truth.json beside it.
 
   proxy_truth.py --check-race CAPTURE   exit 0 when a request crossed the backend's idle FIN
   proxy_truth.py --dump CAPTURE         prints the frames as this script reads them
-  proxy_truth.py WORK_DIR CAPTURES_DIR  checks every capture in WORK_DIR, writes the truth files
+  proxy_truth.py WORK_DIR CAPTURES_DIR [NAME...]  checks every capture in WORK_DIR (or only
+                                        those named), writes the truth files
 """
 import json
 import os
@@ -99,7 +100,7 @@ def main():
         for p in read(sys.argv[2]):
             print(p)
         return
-    write_all(sys.argv[1], sys.argv[2])
+    write_all(sys.argv[1], sys.argv[2], sys.argv[3:])
 
 
 
@@ -209,7 +210,7 @@ def case_refused(name, pkts):
                  must_not=["syn_unanswered", "connection_reset", "client_closed_early", "no_response",
                            "closed_before_response", "packet_loss"],
                  balancers=balancer(8001, ["10.71.2.3:9001"]),
-                 status_story={"status": 502, "contains": ["10.71.2.3:9001"]},
+                 status_story={"status": 502, "contains": ["10.71.2.3:9001", f"SYN frame {s} refused at frame {r}"]},
                  key={"front_request": fr.frame, "back_syn": s, "back_failure": r, "front_answer": fa.frame})
 
 
@@ -228,7 +229,7 @@ def case_connect_timeout(name, pkts):
                  must_not=["handshake_refused", "connection_reset", "client_closed_early", "closed_before_response"],
                  also=["syn_retransmitted"] if False else [],
                  balancers=balancer(8002, ["10.71.2.3:9002"]),
-                 status_story={"status": 504, "contains": ["10.71.2.3:9002"]},
+                 status_story={"status": 504, "contains": ["10.71.2.3:9002", f"SYN frame {syns[0].frame} never answered"]},
                  key={"front_request": fr.frame, "back_syn": syns[0].frame, "back_failure": syns[1].frame,
                       "front_answer": fa.frame})
 
@@ -247,7 +248,8 @@ def case_reset_head(name, pkts):
                       [("connection_reset", "back", [rst.frame])])],
                  must_not=["client_closed_early", "closed_before_response", "no_response", "handshake_refused"],
                  balancers=balancer(8003, ["10.71.2.3:9003"]),
-                 status_story={"status": 502, "contains": ["10.71.2.3:9003"]},
+                 status_story={"status": 502, "contains": ["10.71.2.3:9003",
+                                                   f"back request frame {br.frame}, reset at frame {rst.frame}"]},
                  key={"front_request": fr.frame, "back_request": br.frame, "back_failure": rst.frame,
                       "front_answer": fa.frame})
 
@@ -300,7 +302,11 @@ def case_read_timeout(name, pkts, port, back_port, who):
                  also=["connection_reset"] if not close.rst else [],
                  must_not=["client_closed_early", "closed_before_response", "handshake_refused"],
                  balancers=balancer(port, [f"10.71.2.3:{back_port}"]),
-                 status_story={"status": 504, "contains": [f"10.71.2.3:{back_port}"]},
+                 # The story quotes the frames and how long the balancer waited (about its 2 s timeout).
+                 status_story={"status": 504, "contains": [
+                     f"10.71.2.3:{back_port}",
+                     f"back request frame {br.frame}, the balancer gave up at frame {close.frame}",
+                     f"waited {close.time - br.time:.1f}"]},
                  key={"front_request": fr.frame, "back_request": br.frame, "back_failure": close.frame,
                       "front_answer": fa.frame})
 
@@ -324,7 +330,8 @@ def case_gives_up(name, pkts):
                  also=["connection_reset"],
                  must_not=["error_status", "slow_response", "closed_before_response", "handshake_refused"],
                  balancers=balancer(8005, ["10.71.2.3:9005"]),
-                 status_story={"status": 499, "contains": ["GET /export"]},
+                 status_story={"status": 499, "contains": ["GET /export",
+                                                   f"back request frame {br.frame}, aborted at frame {bfin.frame}"]},
                  key={"front_request": fr.frame, "back_request": br.frame, "front_close": cfin.frame,
                       "back_abort": bfin.frame})
 
@@ -411,7 +418,7 @@ def case_blackhole(name, pkts):
                  also=["packet_loss", "no_response"],
                  must_not=["client_closed_early", "handshake_refused", "icmp_frag_needed", "request_body_truncated"],
                  balancers=balancer(8010, ["10.71.2.3:9010"]),
-                 status_story={"status": 504, "contains": ["10.71.2.3:9010"]},
+                 status_story={"status": 504, "contains": ["10.71.2.3:9010", f"retransmitted from frame {again.frame}"]},
                  key={"front_request": fr.frame, "back_request": br.frame, "back_failure": again.frame,
                       "front_answer": fa.frame})
 
@@ -432,7 +439,8 @@ def case_haproxy_refused(name, pkts):
                         [("handshake_refused", "back", [pairs[-1][1]])])],
                  must_not=["syn_unanswered", "connection_reset", "client_closed_early", "no_response"],
                  balancers=balancer(8101, ["10.71.2.3:9101"]),
-                 status_story={"status": 503, "contains": ["10.71.2.3:9101"]},
+                 status_story={"status": 503, "contains": ["10.71.2.3:9101",
+                                                   "SYN frame %d refused at frame %d" % pairs[-1]]},
                  key={"front_request": fr.frame, "back_refusals": pairs, "front_answer": fa.frame})
 
 
@@ -472,7 +480,10 @@ def case_race(name, pkts, fport, bport, method, who, retried=False):
         expect.append(exp("error_status", "front", 502, fport, [fa.frame], f"{method} {uri}",
                           [("keepalive_race", "back", [req.frame, fin.frame])]))
         key["front_answer"] = fa.frame
-        extra = dict(status_story={"status": 502, "contains": [f"10.71.2.3:{bport}", "keep-alive"]}, must_not=[])
+        extra = dict(status_story={"status": 502, "contains": [
+            f"10.71.2.3:{bport}", "keep-alive",
+            f"back request frame {req.frame}, the backend's FIN at frame {fin.frame} crossed it, reset at frame "
+            f"{rst.frame}", "on a reused connection"]}, must_not=[])
     return truth(name, story, expect,
                  must_not=["server_restart", "closed_before_response", "connection_reset", "client_closed_early",
                            "no_response", "handshake_refused"] + extra.pop("must_not"),
@@ -499,6 +510,107 @@ def case_backend_race(name, pkts):
                  key={"back_fin": fin.frame, "back_request": req.frame, "back_failure": rst.frame})
 
 
+def case_two_balancers(name, pkts):
+    """nginx on 10.71.0.2 (backends 10.71.2.3, sent from 10.71.1.2) and haproxy on 10.71.0.3
+    (backends 10.71.2.4, sent from 10.71.0.3) on one host."""
+    haproxy = "10.71.0.3"
+    fr = request(name, pkts, False, "GET", "/search?q=sofa")
+    br = request(name, pkts, True, "GET", "/search?q=sofa")
+    fa = answer(name, pkts, fr, 504)
+    close = one(name, pkts, "nginx closes the back connection",
+                lambda p: p.stream == br.stream and p.src not in BACKENDS and (p.fin or p.rst))
+    if fr.dst != BALANCER_FRONT or br.src != BALANCER_BACK or not 1.9 < close.time - br.time < 2.2:
+        fail(name, "want nginx to give up on the slow backend at 2 s")
+    pr = request(name, pkts, False, "GET", "/pay?order=17")
+    pb = request(name, pkts, True, "GET", "/pay?order=17")
+    rst = flag(name, pkts, pb.stream, "rst", True, pb.frame)
+    pa = answer(name, pkts, pr, 502)
+    if pr.dst != haproxy or pb.src != haproxy or pb.dst != "10.71.2.4":
+        fail(name, "want haproxy on 10.71.0.3 in front of 10.71.2.4")
+    if not fr.frame < pr.frame < pa.frame < fa.frame:
+        fail(name, "want haproxy's 502 while nginx waits for the slow backend")
+    health = [p for p in pkts if p.uri == "/health" and not is_back(p)]
+    answered = [answer(name, pkts, h, 200) for h in health]
+    if len({h.dst for h in health}) != 2 or len(answered) != len(health):
+        fail(name, "want GET /health answered 200 through both balancers")
+    return truth(name, "One host runs nginx (10.71.0.2:8201, backends on 10.71.2.3, sent from 10.71.1.2, "
+                 "proxy_read_timeout 2s) and haproxy (10.71.0.3:8202, backends on 10.71.2.4, one address on both "
+                 f"legs); one capture with -i any. GET /search?q=sofa (front frame {fr.frame}, back frame {br.frame}) "
+                 f"goes to a backend that takes 5 s: nginx gives up at 2 s (FIN frame {close.frame}) and answers 504 "
+                 f"(frame {fa.frame}). Meanwhile GET /pay?order=17 (front frame {pr.frame}, back frame {pb.frame}) "
+                 f"reaches haproxy's backend, which sends half a head and resets (frame {rst.frame}): haproxy answers "
+                 f"502 (frame {pa.frame}, termination SH). GET /health is answered 200 through both "
+                 f"({len(health)} times). Each failure is explained by its own balancer's back leg; the summary lists "
+                 "both balancers, each with only its own endpoints.",
+                 [exp(["slow_response", "no_response"], "back", 504, 9201, [br.frame, close.frame]),
+                  exp("error_status", "front", 504, 8201, [fa.frame], "GET /search?q=sofa",
+                      [(["slow_response", "no_response"], "back", [close.frame])]),
+                  exp("connection_reset", "back", 502, 9202, [rst.frame]),
+                  exp("error_status", "front", 502, 8202, [pa.frame], "GET /pay?order=17",
+                      [("connection_reset", "back", [rst.frame])])],
+                 must_not=["client_closed_early", "closed_before_response", "handshake_refused", "keepalive_race",
+                           "server_restart"],
+                 balancers=[{"address": BALANCER_FRONT, "front": [f"{BALANCER_FRONT}:8201"],
+                             "back": ["10.71.2.3:9201", "10.71.2.3:9211"]},
+                            {"address": haproxy, "front": [f"{haproxy}:8202"],
+                             "back": ["10.71.2.4:9202", "10.71.2.4:9212"]}],
+                 status_story={"status": 504, "contains": [
+                     "10.71.2.3:9201", f"back request frame {br.frame}, the balancer gave up at frame {close.frame}",
+                     f"waited {close.time - br.time:.1f}", "502", "10.71.2.4:9202",
+                     f"back request frame {pb.frame}, reset at frame {rst.frame}"]},
+                 key={"nginx": {"front_request": fr.frame, "back_request": br.frame, "back_failure": close.frame,
+                                "front_answer": fa.frame},
+                      "haproxy": {"front_request": pr.frame, "back_request": pb.frame, "back_failure": rst.frame,
+                                  "front_answer": pa.frame},
+                      "health_answers": [a.frame for a in answered]})
+
+
+def case_retries_some_fail(name, pkts):
+    """Round robin over 10.71.2.3:9301 (refuses) and 10.71.2.4:9301: /catalog is retried, /checkout
+    is not (proxy_next_upstream off)."""
+    refusals = refused(name, pkts, 9301)
+    fronts = [p for p in pkts if p.method and not is_back(p)]
+    expect, key, hidden, failed, first_502 = [], [], 0, 0, None
+    for fr in fronts:
+        fa = answer(name, pkts, fr)
+        during = [(s, r) for s, r in refusals if fr.frame < s < r < fa.frame]
+        key.append({"request": f"{fr.method} {fr.uri}", "front_request": fr.frame, "front_answer": fa.frame,
+                    "status": fa.code, "refused": during})
+        if fa.code == 200:
+            retry = [p for p in pkts if p.uri == fr.uri and is_back(p)]
+            if during and (len(retry) != 1 or retry[0].dst != "10.71.2.4"):
+                fail(name, f"{fr.uri}: want the retry on the healthy server")
+            hidden += len(during)
+            expect += [exp("handshake_refused", "back", None, 9301, [s, r], severity="warning")
+                       for s, r in during]
+        elif fa.code == 502:
+            if len(during) != 1 or not fr.uri.startswith("/checkout"):
+                fail(name, f"{fr.uri}: want one refusal behind the 502, on /checkout")
+            (s, r), = during
+            failed += 1
+            first_502 = first_502 or (s, r)
+            expect += [exp("handshake_refused", "back", 502, 9301, [s, r], severity="error"),
+                       exp("error_status", "front", 502, 8301, [fa.frame], f"{fr.method} {fr.uri}",
+                           [("handshake_refused", "back", [r])], severity="error")]
+        else:
+            fail(name, f"{fr.uri}: unexpected status {fa.code}")
+    if hidden == 0 or failed == 0 or hidden + failed != len(refusals):
+        fail(name, f"want refusals both hidden by a retry and behind a 502: {key}")
+    return truth(name, "nginx with two upstream servers in round robin (max_fails=0, so the first is never "
+                 "marked down): 10.71.2.3:9301, where nothing listens, and 10.71.2.4:9301, healthy. "
+                 f"{len(fronts)} requests one after another: GET /catalog is retried on the healthy server when "
+                 f"the first refuses ({hidden} refusal(s) hidden, the client gets 200: a warning about the server), "
+                 f"GET /checkout has proxy_next_upstream off, so when it lands on the refusing server the client "
+                 f"gets 502 ({failed} time(s): an error, explained by the refusal), and 200 when it does not.",
+                 expect,
+                 must_not=["syn_unanswered", "connection_reset", "client_closed_early", "no_response",
+                           "closed_before_response", "server_restart"],
+                 balancers=balancer(8301, ["10.71.2.3:9301", "10.71.2.4:9301"]),
+                 status_story={"status": 502, "contains": ["GET /checkout", "10.71.2.3:9301", "refused",
+                                                   "SYN frame %d refused at frame %d" % first_502]},
+                 key={"requests": key})
+
+
 CASES = {
     "proxy-refused": case_refused,
     "proxy-connect-timeout": case_connect_timeout,
@@ -515,12 +627,16 @@ CASES = {
     "proxy-keepalive-race-get-retried": lambda n, p: case_race(n, p, 8007, 9007, "GET", "nginx", retried=True),
     "proxy-haproxy-keepalive-race": lambda n, p: case_race(n, p, 8106, 9106, "POST", "haproxy"),
     "backend-keepalive-race": case_backend_race,
+    "proxy-two-balancers": case_two_balancers,
+    "proxy-retries-some-fail": case_retries_some_fail,
 }
 
 
-def write_all(work, out):
+def write_all(work, out, only=()):
     truths = {}
     for stem, make in CASES.items():
+        if only and stem not in only:
+            continue
         path = os.path.join(work, stem + ".pcap")
         if not os.path.exists(path):
             fail(stem, "capture missing")

@@ -13,7 +13,7 @@ use super::http::request_key;
 use super::{Answered, Context, Detector, Event, Findings};
 use crate::capture::{Duration, Timestamp};
 use crate::proto::http::{HttpEvent, Transaction};
-use crate::report::{Actor, BalancerReport, Cause, Finding, Kind, Leg, Severity};
+use crate::report::{Actor, BalancerReport, Cause, Finding, Kind, Leg, Seen, Severity, Timings};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
@@ -35,6 +35,8 @@ struct Brief {
     client: SocketAddr,
     server: SocketAddr,
     at: Timestamp,
+    /// The answer's first byte: a request forwarded because of this one left before it.
+    answered: Option<Timestamp>,
 }
 
 #[derive(Default)]
@@ -117,6 +119,7 @@ impl Legs {
             return;
         };
         let key = request_key(line);
+        let answered = t.response.map(|r| r.ts);
         if let (Some(status), Some(resp)) = (t.status, t.response_complete.or(t.response))
             && status < 400
         {
@@ -139,9 +142,12 @@ impl Legs {
         if let Some((_, e)) = self.latest[slot].filter(|(k, _)| *k == key) {
             // The earlier one arrived at the balancer; the later one left it, from the same
             // address or (soon after) from another one toward another server.
+            // A balancer cannot answer before it forwarded: the same request sent after the
+            // answer is another client's (on a host with two balancers, the other one's).
             let forwarded = |front: Brief, back: Brief| {
                 let gap = back.at.saturating_sub(front.at);
                 back.at >= front.at
+                    && front.answered.is_none_or(|a| back.at <= a)
                     && front.server.ip() != back.server.ip()
                     && back.client.ip() != front.client.ip()
                     && (front.server.ip() == back.client.ip() && gap <= FORWARD_WINDOW
@@ -151,6 +157,7 @@ impl Legs {
                 client,
                 server,
                 at: req.ts,
+                answered,
             };
             let pair = if forwarded(e, now) {
                 Some((e, now))
@@ -189,6 +196,7 @@ impl Legs {
                 client,
                 server,
                 at: req.ts,
+                answered,
             },
         ));
     }
@@ -360,7 +368,12 @@ pub fn link(
             let (Some(bc), Some(bs)) = flows[*j] else {
                 return false;
             };
-            bc.ip() != client.ip()
+            // Sent from another balancer's address: that balancer's back leg, not this one's.
+            let others = known
+                .iter()
+                .any(|(x, from)| *x != server.ip() && from.contains(&bc.ip()));
+            !others
+                && bc.ip() != client.ip()
                 && bs.ip() != server.ip()
                 && (bc.ip() == server.ip()
                     || b.facts.at.ts >= f.facts.request_at.map_or(start, |r| r.ts))
@@ -429,9 +442,14 @@ fn link_legs(
         if let Some(b) = server.and_then(|s| known.iter().position(|(x, _)| *x == s.ip())) {
             f.leg = Some(Leg::Front);
             balancer_of[i] = Some(b);
-        } else if let Some(b) =
-            client.and_then(|c| known.iter().position(|(_, from)| from.contains(&c.ip())))
-        {
+        } else if let Some(b) = client.and_then(|c| {
+            // A one-armed balancer's own address first: another balancer may (wrongly) have
+            // been credited with it too.
+            known
+                .iter()
+                .position(|(x, _)| *x == c.ip())
+                .or_else(|| known.iter().position(|(_, from)| from.contains(&c.ip())))
+        }) {
             f.leg = Some(Leg::Back);
             balancer_of[i] = Some(b);
         }
@@ -686,34 +704,53 @@ fn absorb(findings: &mut Vec<Finding>) {
     crate::report::retain_findings(findings, &keep);
 }
 
-/// One request as the balancer saw it, in the measures balancers log (haproxy's Tq/Tw/Tc/Tr/Ta,
-/// nginx's request_time and upstream_response_time): how long the client took to send it, how
-/// long the balancer waited before sending it on, the backend connection's handshake, how long
-/// the backend took to answer, and the whole. Milliseconds; absent where the capture does not
-/// tell.
-fn timings(front: &Finding, back: &Finding) -> Option<serde_json::Value> {
-    let ms = |a: Option<crate::report::Seen>, b: Option<crate::report::Seen>| {
+/// One request as the balancer saw it: how long the client took to send it, how long the
+/// balancer waited before sending it on, the backend connection's handshake, how long the
+/// backend took to answer, and the whole.
+fn timings(front: &Finding, back: &Finding) -> Option<Timings> {
+    let span = |a: Option<Seen>, b: Option<Seen>| {
         a.zip(b)
             .filter(|(a, b)| b.ts >= a.ts)
-            .map(|(a, b)| b.ts.saturating_sub(a.ts).as_millis_f64())
+            .map(|(a, b)| b.ts.saturating_sub(a.ts))
     };
     let f = &front.facts;
     let b = &back.facts;
     let start = f.request_at?;
     // The backend's first answer byte, or what ended the wait for it, whichever came first: a
     // late answer after the balancer gave up is not what the balancer waited.
-    let backend_end = Some(match b.response_at {
-        Some(r) if r.ts <= back.facts.at.ts => r,
-        _ => back.facts.at,
-    });
-    Some(serde_json::json!({
-        "client_request_ms": ms(f.request_at, f.request_done_at),
-        "wait_ms": ms(f.request_done_at, b.request_at),
+    let backend_end = match b.response_at {
+        Some(r) if r.ts <= b.at.ts => Some(r),
+        // Nothing after the request says when the wait ended: unknown, not zero.
+        _ if b.at.ts <= b.request_done_at.or(b.request_at).map_or(b.at.ts, |r| r.ts) => None,
+        _ => Some(b.at),
+    };
+    Some(Timings {
+        client_request: span(f.request_at, f.request_done_at),
+        wait: span(f.request_done_at, b.request_at),
         // A reused keep-alive connection costs no handshake.
-        "connect_ms": if b.reused_connection { Some(0.0) } else { b.connect.map(|d| d.as_millis_f64()) },
-        "backend_response_ms": ms(b.request_done_at.or(b.request_at), backend_end),
-        "total_ms": ms(Some(start), f.response_done_at.or(f.response_at).or(Some(front.facts.at))),
-    }))
+        connect: if b.reused_connection {
+            Some(Duration(0))
+        } else {
+            b.connect
+        },
+        backend_response: span(b.request_done_at.or(b.request_at), backend_end),
+        total: span(
+            Some(start),
+            f.response_done_at.or(f.response_at).or(Some(f.at)),
+        ),
+    })
+}
+
+/// The timings as the JSON report shows them: milliseconds, null where unknown.
+fn timings_json(t: &Timings) -> serde_json::Value {
+    let ms = |d: Option<Duration>| d.map(|d| d.as_millis_f64());
+    serde_json::json!({
+        "client_request_ms": ms(t.client_request),
+        "wait_ms": ms(t.wait),
+        "connect_ms": ms(t.connect),
+        "backend_response_ms": ms(t.backend_response),
+        "total_ms": ms(t.total),
+    })
 }
 
 /// Records that `back` explains `front` and says what the two together mean.
@@ -724,6 +761,12 @@ fn rejudge(findings: &mut [Finding], front: usize, back: usize) {
         format!("{} at frame {}", x.kind, list.join(", "))
     };
     let front_seen = frames(&f);
+    if let Some(t) = timings(&f, &b) {
+        findings[front]
+            .evidence
+            .insert("timings".into(), timings_json(&t));
+        findings[front].facts.timings = Some(t);
+    }
     let client_gave_up = f.kind == Kind::ClientClosedEarly;
     if client_gave_up && b.kind == Kind::ClientClosedEarly {
         // The client gave up, so the balancer aborted the request it had forwarded: one 499
@@ -746,9 +789,6 @@ fn rejudge(findings: &mut [Finding], front: usize, back: usize) {
     }
     findings[front].explained_by.push(back);
     findings[back].explains.push(front);
-    if let Some(t) = timings(&f, &b) {
-        findings[front].evidence.insert("timings".into(), t);
-    }
     let status = f.facts.status.unwrap_or(502);
     if b.kind == Kind::ClientClosedEarly && f.kind == Kind::ErrorStatus && status == 504 {
         // The balancer closed the back connection at its read timeout: the backend was slower
@@ -816,7 +856,7 @@ fn rejudge(findings: &mut [Finding], front: usize, back: usize) {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::report::{Facts, Flow, Seen};
+    use crate::report::{Facts, Flow};
 
     fn finding(kind: Kind, client: &str, server: &str, frame: u64, ms: i64) -> Finding {
         Finding {
@@ -970,6 +1010,90 @@ mod test {
         legs.on_transaction(at("10.1.0.2:5001"), at("10.2.0.2:80"), &txn("/a", 300));
         legs.on_transaction(at("10.1.0.2:5002"), at("10.2.0.1:80"), &txn("/b", 900));
         assert!(legs.balancers().is_empty());
+    }
+
+    #[test]
+    fn regression_the_same_request_sent_after_another_balancer_answered_is_not_forwarded() {
+        // proxy-two-balancers.pcap: haproxy (10.71.0.3) answered GET /health at 8 ms; 0.7 s
+        // later nginx sent its own GET /health from 10.71.1.2. Within a second, but after the
+        // answer: not haproxy forwarding it.
+        let mut legs = Legs::new(&[]);
+        let mut front = txn("/health", 0);
+        front.status = Some(200);
+        front.response = Some(Seen {
+            frame: 8,
+            ts: Timestamp(8_000_000),
+        });
+        let mut back = txn("/health", 1);
+        back.status = Some(200);
+        back.response = Some(Seen {
+            frame: 7,
+            ts: Timestamp(7_000_000),
+        });
+        legs.on_transaction(at("10.71.0.3:6000"), at("10.71.2.4:9212"), &back);
+        legs.on_transaction(at("10.71.0.1:5000"), at("10.71.0.3:8202"), &front);
+        legs.on_transaction(
+            at("10.71.1.2:6001"),
+            at("10.71.2.3:9211"),
+            &txn("/health", 700),
+        );
+        let b = legs.balancers();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].address, "10.71.0.3");
+        assert_eq!(b[0].back_addresses, vec!["10.71.0.3".to_string()]);
+        assert_eq!(b[0].back, vec!["10.71.2.4:9212".to_string()]);
+    }
+
+    #[test]
+    fn regression_another_balancers_reset_during_a_504_is_not_its_back_leg() {
+        // proxy-two-balancers.pcap: while nginx (10.71.0.2) waits 2 s for a slow backend,
+        // haproxy (10.71.0.3, one address on both legs) answers 502 to a backend's reset.
+        let front = |server: &str, frame: u64, ms: i64, status: u16, request_ms: i64| {
+            let mut f = finding(Kind::ErrorStatus, "10.71.0.1:5000", server, frame, ms);
+            f.facts.status = Some(status);
+            f.facts.request_at = Some(Seen {
+                frame: frame - 1,
+                ts: Timestamp(request_ms * 1_000_000),
+            });
+            f.facts.response_at = Some(f.facts.at);
+            f
+        };
+        let nginx_504 = front("10.71.0.2:8201", 98, 2375, 504, 375);
+        let mut slow = finding(
+            Kind::SlowResponse,
+            "10.71.1.2:36380",
+            "10.71.2.3:9201",
+            97,
+            2375,
+        );
+        slow.facts.by = Some(Actor::Client);
+        let haproxy_502 = front("10.71.0.3:8202", 72, 1126, 502, 1018);
+        let mut reset = finding(
+            Kind::ConnectionReset,
+            "10.71.0.3:36438",
+            "10.71.2.4:9202",
+            71,
+            1122,
+        );
+        reset.facts.by = Some(Actor::Server);
+        let mut list = vec![nginx_504, slow, haproxy_502, reset];
+        let report = |address: &str, from: &str| BalancerReport {
+            address: address.into(),
+            back_addresses: vec![from.into()],
+            front: vec![],
+            back: vec![],
+            forwarded_requests: 1,
+        };
+        let mut balancers = vec![
+            report("10.71.0.2", "10.71.1.2"),
+            report("10.71.0.3", "10.71.0.3"),
+        ];
+        link(&mut list, &mut balancers, &[]);
+        assert_eq!(list[0].explained_by, vec![1]);
+        assert_eq!(list[2].explained_by, vec![3]);
+        assert_eq!(balancers[0].back_addresses, vec!["10.71.1.2".to_string()]);
+        assert_eq!(balancers[0].back, vec!["10.71.2.3:9201".to_string()]);
+        assert_eq!(balancers[1].back, vec!["10.71.2.4:9202".to_string()]);
     }
 
     #[test]

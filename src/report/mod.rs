@@ -183,6 +183,25 @@ pub struct Facts {
     pub alert: Option<String>,
     /// The bytes a malformed-message finding quotes, escaped and redacted.
     pub excerpt: Option<String>,
+    /// A front finding linked to its back leg: the request as the balancer saw it.
+    pub timings: Option<Timings>,
+}
+
+/// One request as a balancer saw it, in the measures balancers log (haproxy's Tq/Tw/Tc/Tr/Ta,
+/// nginx's request_time and upstream_response_time); each absent where the capture does not
+/// tell.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Timings {
+    /// The client sending its request: first byte to last.
+    pub client_request: Option<crate::capture::Duration>,
+    /// The balancer holding the request before it sent it on.
+    pub wait: Option<crate::capture::Duration>,
+    /// The back connection's handshake; zero on a reused keep-alive connection.
+    pub connect: Option<crate::capture::Duration>,
+    /// The backend's answer, or what ended the wait for it (a timeout, a reset).
+    pub backend_response: Option<crate::capture::Duration>,
+    /// The client's request to the end of the balancer's answer.
+    pub total: Option<crate::capture::Duration>,
 }
 
 /// Which leg of a balancer a finding is on, in a capture that holds both.
