@@ -34,6 +34,8 @@ pub struct Options {
     pub balancers: Vec<std::net::IpAddr>,
     /// Bytes read from capture files are added here, for a progress bar.
     pub progress: Option<Arc<AtomicU64>>,
+    /// Access logs whose lines are joined to the captures' transactions (`--access-log`).
+    pub access_logs: Option<Arc<crate::accesslog::LogIndex>>,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             max_findings_per_group: 100,
             balancers: Vec::new(),
             progress: None,
+            access_logs: None,
         }
     }
 }
@@ -56,6 +59,8 @@ pub struct CaptureAnalysis {
     pub summary: CaptureSummary,
     pub findings: Vec<Finding>,
     pub suppressed: u64,
+    /// With access logs: the transactions some line could be, their findings indexing `findings`.
+    pub log_candidates: Vec<crate::accesslog::Candidate>,
 }
 
 /// What to analyze, in report order: the paths named, with each directory replaced by the
@@ -286,8 +291,11 @@ pub fn analyze_inputs(
             on_progress(progress);
         }
     });
-    let mut report = merge(results.into_iter().flatten());
+    let (mut report, candidates) = merge(results.into_iter().flatten());
     report.summary.skipped_files = inputs.skipped_files;
+    if let Some(index) = &options.access_logs {
+        crate::accesslog::join::join(&mut report, index, candidates);
+    }
     report
 }
 
@@ -299,14 +307,21 @@ pub fn analyze_paths<P: AsRef<Path>>(paths: &[P], options: &Options) -> Report {
 }
 
 /// One report from captures' analyses, in the order given.
-fn merge(analyses: impl Iterator<Item = CaptureAnalysis>) -> Report {
+fn merge(
+    analyses: impl Iterator<Item = CaptureAnalysis>,
+) -> (Report, Vec<crate::accesslog::Candidate>) {
     let mut captures = Vec::new();
     let mut findings = Vec::new();
     let mut suppressed = 0;
+    let mut candidates = Vec::new();
     for analysis in analyses {
         captures.push(analysis.summary);
         // Links between findings index the report's list, which holds every capture's.
         let offset = findings.len();
+        candidates.extend(analysis.log_candidates.into_iter().map(|mut c| {
+            c.findings.iter_mut().for_each(|i| *i += offset);
+            c
+        }));
         findings.extend(analysis.findings.into_iter().map(|mut f| {
             f.explained_by.iter_mut().for_each(|i| *i += offset);
             f.explains.iter_mut().for_each(|i| *i += offset);
@@ -314,7 +329,7 @@ fn merge(analyses: impl Iterator<Item = CaptureAnalysis>) -> Report {
         }));
         suppressed += analysis.suppressed;
     }
-    Report::new(captures, findings, suppressed)
+    (Report::new(captures, findings, suppressed), candidates)
 }
 
 pub fn analyze_path(path: &Path, options: &Options) -> CaptureAnalysis {
@@ -334,6 +349,7 @@ fn unreadable(file: String, e: CaptureError) -> CaptureAnalysis {
         },
         findings: Vec::new(),
         suppressed: 0,
+        log_candidates: Vec::new(),
     }
 }
 
@@ -557,6 +573,10 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         listing: options.transactions.then(Listing::default),
         http_transactions: 0,
     };
+    if let Some(index) = &options.access_logs {
+        let collector = crate::accesslog::Collector::new(index.clone());
+        pipeline.detectors.add(Box::new(collector));
+    }
     let mut skipped = Skipped::default();
     let mut bytes = 0u64;
     let mut first_ts: Option<Timestamp> = None;
@@ -736,6 +756,8 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
     list.sort_by(|a, b| a.packets.first().cmp(&b.packets.first()));
     let mut balancers = findings.balancers;
     crate::detect::link_legs(&mut list, &mut balancers, &findings.answered);
+    let mut log_candidates = findings.log_candidates;
+    crate::accesslog::join::attach(&mut log_candidates, &list);
     let mut summary = CaptureSummary {
         file: name,
         format: reader.info.format.to_string(),
@@ -759,6 +781,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         summary,
         findings: list,
         suppressed: findings.suppressed,
+        log_candidates,
     }
 }
 
