@@ -417,10 +417,15 @@ fn sample(line: &LogLine, c: &Candidate) -> (i64, i64) {
     }
 }
 
-fn median(v: &mut [i64]) -> Option<i64> {
-    if v.is_empty() {
-        return None;
+/// The clock offset that fits every sample (each known to within its half-precision: a second
+/// for `$time_local`), else the median: one outlier cannot move it far.
+fn offset(samples: &[(i64, i64)]) -> Option<i64> {
+    let lo = samples.iter().map(|(s, e)| s - e).max()?;
+    let hi = samples.iter().map(|(s, e)| s + e).min()?;
+    if lo <= hi {
+        return Some(lo + (hi - lo) / 2);
     }
+    let mut v: Vec<i64> = samples.iter().map(|(s, _)| *s).collect();
     v.sort_unstable();
     Some(v[v.len() / 2])
 }
@@ -441,7 +446,7 @@ pub fn join(report: &mut Report, index: &LogIndex, candidates: Vec<Candidate>) {
     let mut mentioned: HashSet<usize> = HashSet::new();
     for (li, log) in index.logs.iter().enumerate() {
         // Offsets per capture, from lines that only one front (or only one back) transaction fits.
-        let mut samples: HashMap<&str, Vec<i64>> = HashMap::new();
+        let mut samples: HashMap<&str, Vec<(i64, i64)>> = HashMap::new();
         for (i, line) in log.lines.iter().enumerate() {
             let at = LineRef {
                 log: li as u32,
@@ -458,19 +463,20 @@ pub fn join(report: &mut Report, index: &LogIndex, candidates: Vec<Candidate>) {
                     samples
                         .entry(&c.capture)
                         .or_default()
-                        .push(sample(line, c).0);
+                        .push((sample(line, c).0, line.precision.0 / 2));
                 }
             }
         }
         let mut offsets: Vec<ClockOffset> = Vec::new();
         let mut offset_of: HashMap<String, i64> = HashMap::new();
-        for (capture, mut s) in samples {
+        for (capture, s) in samples {
             let n = s.len();
-            if let Some(m) = median(&mut s) {
+            if let Some(m) = offset(&s) {
                 offset_of.insert(capture.to_string(), m);
                 offsets.push(ClockOffset {
                     capture: capture.to_string(),
-                    offset_ms: (m as f64 / 1e6).round(),
+                    // `+ 0.0` turns a rounded -0 into 0.
+                    offset_ms: (m as f64 / 1e6).round() + 0.0,
                     samples: n,
                 });
             }
@@ -611,10 +617,10 @@ fn sentence(
         });
     match root {
         Some(f) => {
-            s.push_str(&format!(": {} at frame {}", f.kind, f.facts.at.frame));
+            let shown: Vec<String> = f.packets.iter().take(6).map(u64::to_string).collect();
+            s.push_str(&format!(": {} (frames {})", f.kind, shown.join(", ")));
             if let Some(q) = c.request
-                && f.facts.at.frame >= q.frame
-                && f.facts.at.ts >= q.ts
+                && f.facts.at.ts > q.ts
             {
                 s.push_str(&format!(
                     ", {} after the request (frame {})",
