@@ -232,3 +232,64 @@ fn test_log_from_another_day_says_so_and_matches_nothing() {
     // The capture's errors are then listed as mentioned by no line.
     assert!(!r["unlogged_findings"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn test_backend_capture_joins_by_upstream_and_request() {
+    // captures/backend-keepalive-race.pcap, taken on the backend: the balancer's client port is
+    // not in it, so the lines join by backend, method and target. The log's clock runs 4 s ahead;
+    // each time is when the balancer logged the request (its end), as nginx does.
+    let iso = |secs: f64| {
+        let whole = secs.floor() as i64;
+        let ms = ((secs - secs.floor()) * 1000.0).round() as i64;
+        let t = std::process::Command::new("date")
+            .args(["-u", "-d", &format!("@{whole}"), "+%Y-%m-%dT%H:%M:%S"])
+            .output()
+            .unwrap();
+        format!("{}.{ms:03}Z", String::from_utf8(t.stdout).unwrap().trim())
+    };
+    let line = |t: f64, uri: &str, status: u16, ups: &str, rt: f64| {
+        format!(
+            "{{\"time\":\"{}\",\"client_ip\":\"10.71.0.1\",\"client_port\":51000,\"status\":{status},\"upstream_status\":\"{ups}\",\"upstream_addr\":\"10.71.2.3:9006\",\"request_time\":{rt},\"request_method\":\"{}\",\"request_uri\":\"{uri}\"}}\n",
+            iso(t + 4.0),
+            if uri == "/order" { "POST" } else { "GET" },
+        )
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("front.jsonl");
+    let text = [
+        line(1796163146.622, "/warm-1", 200, "200", 0.001),
+        line(1796163148.333, "/warm-2", 200, "200", 0.001),
+        line(1796163149.437, "/order", 502, "502", 0.051),
+    ]
+    .concat();
+    std::fs::write(&log, text).unwrap();
+    let capture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/backend-keepalive-race.pcap");
+    let r = report(&[
+        "--format",
+        "json",
+        "--all-lines",
+        "--access-log",
+        log.to_str().unwrap(),
+        capture.to_str().unwrap(),
+    ]);
+    let offset = r["logs"][0]["clock_offset_ms"].as_f64().unwrap();
+    assert!((offset - 4000.0).abs() <= 150.0, "offset {offset}");
+    let m = &r["log_matches"][2];
+    assert_eq!(m["matched_by"], "upstream_request", "{m}");
+    assert_eq!(m["flow"]["server"], "10.71.2.3:9006");
+    assert_eq!(m["class"], "passed_through");
+    assert!(m["packets"].as_array().unwrap().contains(&19.into()), "{m}");
+    let kinds: Vec<&str> = m["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            r["findings"][i.as_u64().unwrap() as usize]["kind"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert!(kinds.contains(&"keepalive_race"), "{kinds:?}");
+    assert_eq!(r["logs"][0]["lines_matched"], 3);
+}
