@@ -40,6 +40,8 @@ pub struct Options {
     /// any number; budgets (`max_connections`, `max_ooo_total`, `max_protocol_buffers`) are
     /// shared out among them.
     pub threads: usize,
+    /// Access logs whose lines are joined to the captures' transactions (`--access-log`).
+    pub access_logs: Option<Arc<crate::accesslog::LogIndex>>,
 }
 
 impl Default for Options {
@@ -54,6 +56,7 @@ impl Default for Options {
             balancers: Vec::new(),
             progress: None,
             threads: 1,
+            access_logs: None,
         }
     }
 }
@@ -63,6 +66,8 @@ pub struct CaptureAnalysis {
     pub summary: CaptureSummary,
     pub findings: Vec<Finding>,
     pub suppressed: u64,
+    /// With access logs: the transactions some line could be, their findings indexing `findings`.
+    pub log_candidates: Vec<crate::accesslog::Candidate>,
 }
 
 /// What to analyze, in report order: the paths named, with each directory replaced by the
@@ -293,8 +298,11 @@ pub fn analyze_inputs(
             on_progress(progress);
         }
     });
-    let mut report = merge(results.into_iter().flatten());
+    let (mut report, candidates) = merge(results.into_iter().flatten());
     report.summary.skipped_files = inputs.skipped_files;
+    if let Some(index) = &options.access_logs {
+        crate::accesslog::join::join(&mut report, index, candidates);
+    }
     report
 }
 
@@ -306,14 +314,21 @@ pub fn analyze_paths<P: AsRef<Path>>(paths: &[P], options: &Options) -> Report {
 }
 
 /// One report from captures' analyses, in the order given.
-fn merge(analyses: impl Iterator<Item = CaptureAnalysis>) -> Report {
+fn merge(
+    analyses: impl Iterator<Item = CaptureAnalysis>,
+) -> (Report, Vec<crate::accesslog::Candidate>) {
     let mut captures = Vec::new();
     let mut findings = Vec::new();
     let mut suppressed = 0;
+    let mut candidates = Vec::new();
     for analysis in analyses {
         captures.push(analysis.summary);
         // Links between findings index the report's list, which holds every capture's.
         let offset = findings.len();
+        candidates.extend(analysis.log_candidates.into_iter().map(|mut c| {
+            c.findings.iter_mut().for_each(|i| *i += offset);
+            c
+        }));
         findings.extend(analysis.findings.into_iter().map(|mut f| {
             f.explained_by.iter_mut().for_each(|i| *i += offset);
             f.explains.iter_mut().for_each(|i| *i += offset);
@@ -321,7 +336,7 @@ fn merge(analyses: impl Iterator<Item = CaptureAnalysis>) -> Report {
         }));
         suppressed += analysis.suppressed;
     }
-    Report::new(captures, findings, suppressed)
+    (Report::new(captures, findings, suppressed), candidates)
 }
 
 pub fn analyze_path(path: &Path, options: &Options) -> CaptureAnalysis {
@@ -341,6 +356,7 @@ fn unreadable(file: String, e: CaptureError) -> CaptureAnalysis {
         },
         findings: Vec::new(),
         suppressed: 0,
+        log_candidates: Vec::new(),
     }
 }
 
@@ -498,6 +514,10 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         max_ooo_total: share(options.limits.max_ooo_total),
         ..options.limits
     };
+    if let Some(index) = &options.access_logs {
+        let collector = crate::accesslog::Collector::new(index.clone());
+        judging.detectors.add(Box::new(collector));
+    }
     let new_shard = || Shard::new(limits, options.http, share(options.max_protocol_buffers));
     let shards = if n == 1 {
         let mut shard = new_shard();
@@ -657,6 +677,8 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
     list.sort_by(|a, b| a.packets.first().cmp(&b.packets.first()));
     let mut balancers = findings.balancers;
     crate::detect::link_legs(&mut list, &mut balancers, &findings.answered);
+    let mut log_candidates = findings.log_candidates;
+    crate::accesslog::join::attach(&mut log_candidates, &list);
     let mut summary = CaptureSummary {
         file: name,
         format: reader.info.format.to_string(),
@@ -680,6 +702,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         summary,
         findings: list,
         suppressed: findings.suppressed,
+        log_candidates,
     }
 }
 

@@ -3,6 +3,7 @@
 //! [`capture`] -> [`decode`] -> [`flow`] -> [`detect`] -> [`report`] -> [`render`].
 //! [`analyze`] runs that pipeline on files.
 
+pub mod accesslog;
 pub mod analyze;
 pub mod capture;
 pub mod decode;

@@ -145,6 +145,20 @@ struct AnalyzeArgs {
     /// Findings listed per kind and server; further ones are only counted.
     #[arg(long, default_value_t = 100)]
     max_findings: u32,
+    /// An access log (repeatable; gzip or not) whose 4xx/5xx lines are joined to the captures'
+    /// transactions: the balancer's JSON Lines or CSV export, nginx, haproxy httplog, AWS ALB.
+    #[arg(long = "access-log", value_name = "LOG")]
+    access_logs: Vec<PathBuf>,
+    /// The nginx log_format the logs were written with, in nginx's variable names (else the
+    /// format is told from the content).
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+    /// Join every log line, not only 4xx/5xx.
+    #[arg(long)]
+    all_lines: bool,
+    /// Seconds a log's clock may be off from a capture's.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    max_clock_offset: u32,
 }
 
 fn main() -> ExitCode {
@@ -166,6 +180,17 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
     let Command::Analyze(args) = cli.command;
+    let access_logs = if args.access_logs.is_empty() {
+        None
+    } else {
+        let read = lbdiag::accesslog::ReadOptions {
+            log_format: args.log_format.clone(),
+            all_lines: args.all_lines,
+        };
+        let max_offset = Duration::from_secs(args.max_clock_offset as i64);
+        let index = lbdiag::accesslog::LogIndex::load(&args.access_logs, &read, max_offset)?;
+        Some(std::sync::Arc::new(index))
+    };
     let mut options = Options {
         limits: FlowLimits {
             idle_timeout: Duration::from_secs(args.idle_timeout as i64),
@@ -199,6 +224,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         balancers: args.balancers,
         progress: None,
         threads: 1,
+        access_logs,
     };
     let format = match (args.format, &args.output) {
         (Some(f), _) => f,

@@ -90,6 +90,8 @@ pub struct Findings {
     /// Requests answered below 400, remembered (boundedly) to tell a back-leg failure the
     /// balancer recovered from by retrying.
     pub answered: Vec<Answered>,
+    /// With `--access-log`: the transactions some log line could be (`accesslog::Collector`).
+    pub log_candidates: Vec<crate::accesslog::Candidate>,
 }
 
 /// A request that got an answer below 400.
@@ -113,6 +115,7 @@ impl Findings {
             awaiting_end: HashMap::new(),
             balancers: Vec::new(),
             answered: Vec::new(),
+            log_candidates: Vec::new(),
         }
     }
 
@@ -394,6 +397,11 @@ impl Detectors {
                 Box::new(legs::Legs::new(balancers)),
             ],
         }
+    }
+
+    /// A detector besides the built-in ones (the access-log collector), judged after them.
+    pub fn add(&mut self, detector: Box<dyn Detector>) {
+        self.detectors.push(detector);
     }
 
     pub fn on_event(&mut self, event: Event<'_>, ctx: &Context<'_>) {

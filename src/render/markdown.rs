@@ -24,6 +24,9 @@ pub fn render(report: &Report, w: &mut dyn Write) -> io::Result<()> {
         writeln!(w)?;
         render_capture(capture, &report.findings, w)?;
     }
+    if !report.logs.is_empty() {
+        render_logs(report, w)?;
+    }
     if report.captures.len() > 1 || report.summary.suppressed > 0 {
         writeln!(w)?;
         writeln!(w, "---")?;
@@ -43,6 +46,84 @@ pub fn render(report: &Report, w: &mut dyn Write) -> io::Result<()> {
                 w,
                 "{} more findings of the same kinds were counted but not listed (`--max-findings`).",
                 report.summary.suppressed
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The access logs (`--access-log`): a summary per log and a table of its reported lines.
+fn render_logs(report: &Report, w: &mut dyn Write) -> io::Result<()> {
+    for log in &report.logs {
+        writeln!(w)?;
+        writeln!(w, "## Access log {}", escape(&log.path))?;
+        writeln!(w)?;
+        write!(
+            w,
+            "Format `{}`: {} lines read, {} skipped, {} reported, {} matched a captured transaction.",
+            log.format, log.lines_read, log.lines_skipped, log.lines_reported, log.lines_matched
+        )?;
+        for o in &log.clock_offsets {
+            write!(
+                w,
+                " Log clock {:+.3} s from {} ({} matches).",
+                o.offset_ms / 1000.0,
+                escape(&o.capture),
+                o.samples
+            )?;
+        }
+        writeln!(w)?;
+        for s in &log.skipped {
+            writeln!(w)?;
+            writeln!(w, "- skipped line {}: {}", s.line, escape(&s.reason))?;
+        }
+        for n in &log.notes {
+            writeln!(w)?;
+            writeln!(w, "> {}", escape(n))?;
+        }
+        let rows: Vec<_> = report
+            .log_matches
+            .iter()
+            .filter(|m| m.log == log.path)
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        writeln!(w)?;
+        writeln!(
+            w,
+            "| line | status | upstream | class | connection | frames | what the packets say |"
+        )?;
+        writeln!(w, "|---|---|---|---|---|---|---|")?;
+        for m in rows {
+            let connection = m.flow.as_ref().map_or("no match".to_string(), |f| {
+                format!("{} → {}", escape(&f.client), escape(&f.server))
+            });
+            writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                m.line,
+                m.status,
+                escape(m.upstream_status.as_deref().unwrap_or("")),
+                crate::accesslog::join::class_name(m.class),
+                connection,
+                frames(&m.packets),
+                escape(&m.summary)
+            )?;
+        }
+    }
+    if let Some(unlogged) = report.unlogged_findings.as_ref().filter(|u| !u.is_empty()) {
+        writeln!(w)?;
+        writeln!(w, "**Error findings no log line mentions:**")?;
+        writeln!(w)?;
+        for f in unlogged.iter().filter_map(|&i| report.findings.get(i)) {
+            writeln!(
+                w,
+                "- `{}` frames {} in {}: {}",
+                f.kind,
+                frames(&f.packets),
+                escape(&f.capture),
+                escape(&f.summary)
             )?;
         }
     }

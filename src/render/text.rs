@@ -87,6 +87,9 @@ pub fn render(report: &Report, style: Style, w: &mut dyn Write) -> io::Result<()
             .collect();
         render_capture(capture, &findings, &report.findings, style, w)?;
     }
+    if !report.logs.is_empty() {
+        render_logs(report, style, w)?;
+    }
     if report.captures.len() > 1 {
         writeln!(w)?;
         writeln!(
@@ -107,6 +110,107 @@ pub fn render(report: &Report, style: Style, w: &mut dyn Write) -> io::Result<()
             "{} more findings of the same kinds were counted but not listed (--max-findings).",
             report.summary.suppressed
         )?;
+    }
+    Ok(())
+}
+
+/// The access logs (`--access-log`): each log, then each reported line with what the packets
+/// say of it, then the error findings no line mentions.
+fn render_logs(report: &Report, style: Style, w: &mut dyn Write) -> io::Result<()> {
+    for log in &report.logs {
+        writeln!(w)?;
+        let offset = match (log.clock_offset_ms, log.clock_offsets.first()) {
+            (Some(ms), Some(o)) => format!(
+                ", log clock {:+.3} s from {}",
+                ms / 1000.0,
+                terminal_safe(&o.capture)
+            ),
+            _ => String::new(),
+        };
+        writeln!(
+            w,
+            "{}",
+            style.bold(&format!(
+                "== access log {}  ({}, {} lines read, {} skipped, {} reported, {} matched{offset})",
+                terminal_safe(&log.path),
+                log.format,
+                log.lines_read,
+                log.lines_skipped,
+                log.lines_reported,
+                log.lines_matched,
+            ))
+        )?;
+        for o in log.clock_offsets.iter().skip(1) {
+            writeln!(
+                w,
+                "  log clock {:+.3} s from {} ({} matches)",
+                o.offset_ms / 1000.0,
+                terminal_safe(&o.capture),
+                o.samples
+            )?;
+        }
+        for s in &log.skipped {
+            writeln!(w, "  skipped line {}: {}", s.line, terminal_safe(&s.reason))?;
+        }
+        if log.lines_skipped > log.skipped.len() as u64 {
+            writeln!(
+                w,
+                "  ({} more skipped lines not listed)",
+                log.lines_skipped - log.skipped.len() as u64
+            )?;
+        }
+        for n in &log.notes {
+            writeln!(w, "  note: {}", terminal_safe(n))?;
+        }
+        for m in report.log_matches.iter().filter(|m| m.log == log.path) {
+            writeln!(w, "  {}", terminal_safe(&m.summary))?;
+            let class = crate::accesslog::join::class_name(m.class);
+            let Some(flow) = &m.flow else {
+                writeln!(w, "    class: {class}")?;
+                continue;
+            };
+            let mut about = format!(
+                "    class: {class}; {} -> {}",
+                terminal_safe(&flow.client),
+                terminal_safe(&flow.server)
+            );
+            if let Some(b) = &m.back_flow {
+                about.push_str(&format!(
+                    ", back {} -> {}",
+                    terminal_safe(&b.client),
+                    terminal_safe(&b.server)
+                ));
+            }
+            about.push_str(&format!("; frames {}", frames(&m.packets)));
+            writeln!(w, "{about}")?;
+            let linked: Vec<String> = m
+                .findings
+                .iter()
+                .filter_map(|&i| report.findings.get(i))
+                .map(|f| format!("{} (frames {})", f.kind, frames(&f.packets)))
+                .collect();
+            if !linked.is_empty() {
+                writeln!(w, "    findings: {}", linked.join(", "))?;
+            }
+        }
+    }
+    if let Some(unlogged) = report.unlogged_findings.as_ref().filter(|u| !u.is_empty()) {
+        writeln!(w)?;
+        writeln!(
+            w,
+            "{}",
+            style.bold("Error findings no log line mentions (the log may be from another balancer, or lines below 400 were left out):")
+        )?;
+        for f in unlogged.iter().filter_map(|&i| report.findings.get(i)) {
+            writeln!(
+                w,
+                "  {} frames {} in {}: {}",
+                f.kind,
+                frames(&f.packets),
+                terminal_safe(&f.capture),
+                terminal_safe(&f.summary)
+            )?;
+        }
     }
     Ok(())
 }

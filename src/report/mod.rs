@@ -11,7 +11,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: `logs`, `log_matches` and `unlogged_findings` (`--access-log`).
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,6 +45,18 @@ pub struct Report {
     pub captures: Vec<CaptureSummary>,
     pub findings: Vec<Finding>,
     pub summary: Summary,
+    /// With `--access-log`: each log read, how it was read and how its clock sits against the
+    /// captures'.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogReport>,
+    /// One per reported log line (4xx/5xx, or all with `--all-lines`): the transaction it
+    /// matched and the findings that explain it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub log_matches: Vec<LogMatch>,
+    /// With `--access-log`: error findings about requests that no log line mentions (indexes
+    /// into `findings`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unlogged_findings: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -241,6 +254,84 @@ pub struct Finding {
     pub facts: Facts,
 }
 
+/// An access log given with `--access-log`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct LogReport {
+    pub path: String,
+    /// `balancer_json`, `balancer_csv`, `nginx_combined`, `nginx_log_format`,
+    /// `haproxy_httplog`, `aws_alb`.
+    pub format: String,
+    /// Non-empty lines read (a CSV header row not counted).
+    pub lines_read: u64,
+    pub lines_skipped: u64,
+    /// The first skipped lines, each with why.
+    pub skipped: Vec<SkippedLine>,
+    /// Lines joined (4xx/5xx, or all with `--all-lines`) and how many found a transaction.
+    pub lines_reported: u64,
+    pub lines_matched: u64,
+    /// Log clock minus capture clock, from the lines that matched one transaction only, for the
+    /// capture with most such lines; `null` when none did.
+    pub clock_offset_ms: Option<f64>,
+    /// The same per capture that any line matched.
+    pub clock_offsets: Vec<ClockOffset>,
+    pub first_time: Option<String>,
+    pub last_time: Option<String>,
+    /// What a reader should know: a time window outside the captures', zones assumed, lines
+    /// not joined for a limit.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SkippedLine {
+    pub line: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClockOffset {
+    pub capture: String,
+    pub offset_ms: f64,
+    /// Unambiguous matches it was found from.
+    pub samples: usize,
+}
+
+/// One log line and what the captures show of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogMatch {
+    /// The log's path, as in `logs[].path`.
+    pub log: String,
+    /// 1-based.
+    pub line: u64,
+    /// As logged, in RFC 3339 UTC (the log's clock).
+    pub time: String,
+    pub client: Option<String>,
+    pub request: Option<String>,
+    pub status: u16,
+    /// As logged (`502, 504`, `-`); `null` when the format has none.
+    pub upstream_status: Option<String>,
+    pub upstream_addr: Option<String>,
+    /// `passed_through`, `changed`, `no_response`; `null` when the log does not say.
+    pub class: Option<crate::accesslog::LineClass>,
+    /// haproxy's termination state, with what it means.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub termination: Option<String>,
+    /// How the transaction was found: `client_port`, `client_request` or `upstream_request`.
+    pub matched_by: Option<&'static str>,
+    pub capture: Option<String>,
+    /// The matched front connection (client side), else the back one; `null` when nothing
+    /// matched.
+    pub flow: Option<Flow>,
+    /// On a capture with both legs, or when matched by upstream: the back connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub back_flow: Option<Flow>,
+    /// Frames of the matched requests and responses.
+    pub packets: Vec<u64>,
+    /// Indexes into `findings`: those on the matched connections and what explains them.
+    pub findings: Vec<usize>,
+    /// One sentence: the line, and what the packets say of it.
+    pub summary: String,
+}
+
 /// An address that serves client connections and forwards their requests on connections of
 /// its own: a balancer or proxy of the capture.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -306,6 +397,30 @@ pub fn retain_findings(findings: &mut Vec<Finding>, keep: &[bool]) {
     }
 }
 
+/// Log matches point into `findings` too: they follow when findings are dropped.
+fn renumber_log_links(matches: &mut [LogMatch], unlogged: Option<&mut Vec<usize>>, keep: &[bool]) {
+    let mut index = vec![None; keep.len()];
+    let mut next = 0;
+    for (i, k) in keep.iter().enumerate() {
+        if *k {
+            index[i] = Some(next);
+            next += 1;
+        }
+    }
+    let renumber = |links: &mut Vec<usize>| {
+        *links = links
+            .iter()
+            .filter_map(|&j| index.get(j).copied().flatten())
+            .collect();
+    };
+    for m in matches {
+        renumber(&mut m.findings);
+    }
+    if let Some(u) = unlogged {
+        renumber(u);
+    }
+}
+
 /// Which severity makes the run fail (exit code 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailOn {
@@ -335,6 +450,9 @@ impl Report {
             captures,
             findings,
             summary,
+            logs: Vec::new(),
+            log_matches: Vec::new(),
+            unlogged_findings: None,
         }
     }
 
@@ -363,8 +481,15 @@ impl Report {
         let captures = std::mem::take(&mut self.captures);
         let findings = std::mem::take(&mut self.findings);
         let skipped_files = self.summary.skipped_files;
+        let (logs, mut log_matches, mut unlogged) = (
+            std::mem::take(&mut self.logs),
+            std::mem::take(&mut self.log_matches),
+            self.unlogged_findings.take(),
+        );
+        renumber_log_links(&mut log_matches, unlogged.as_mut(), &keep);
         *self = Report::new(captures, findings, self.summary.suppressed);
         self.summary.skipped_files = skipped_files;
+        (self.logs, self.log_matches, self.unlogged_findings) = (logs, log_matches, unlogged);
     }
 
     /// 2 when an input could not be read, 1 when a finding reaches `fail_on`, else 0.
