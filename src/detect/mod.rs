@@ -8,6 +8,7 @@ mod http;
 mod icmp;
 mod legs;
 mod reset;
+mod timeline;
 mod tls;
 mod transport;
 
@@ -90,6 +91,8 @@ pub struct Findings {
     /// Requests answered below 400, remembered (boundedly) to tell a back-leg failure the
     /// balancer recovered from by retrying.
     pub answered: Vec<Answered>,
+    /// Requests over time, for the report's timeline.
+    pub timeline: Option<crate::report::Timeline>,
 }
 
 /// A request that got an answer below 400.
@@ -113,6 +116,7 @@ impl Findings {
             awaiting_end: HashMap::new(),
             balancers: Vec::new(),
             answered: Vec::new(),
+            timeline: None,
         }
     }
 
@@ -392,6 +396,7 @@ impl Detectors {
                 Box::new(accept_queue::AcceptQueue::default()),
                 Box::new(icmp::Unmatched::default()),
                 Box::new(legs::Legs::new(balancers)),
+                Box::new(timeline::Histogram::default()),
             ],
         }
     }

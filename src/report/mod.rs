@@ -88,6 +88,39 @@ pub struct CaptureSummary {
     /// With `--transactions`: each connection's HTTP requests and responses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_connections: Option<Vec<ConnectionReport>>,
+    /// HTTP requests over time by what answered them; absent when the capture holds none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
+}
+
+/// HTTP requests counted per time bucket by what answered them. The number of buckets is
+/// fixed (at most 512): a longer capture gets wider buckets, not more of them.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct Timeline {
+    /// RFC 3339 start of bucket 0.
+    pub start: String,
+    #[serde(skip)]
+    pub origin: crate::capture::Timestamp,
+    /// Each bucket's width in microseconds: 1 ms doubled as often as the capture needed.
+    pub bucket_us: u64,
+    /// The buckets that hold a request, in time order.
+    pub buckets: Vec<TimelineBucket>,
+    /// Requests whose time lies too far from the others to fit (a clock that jumped by years).
+    pub outside: u64,
+}
+
+/// One bucket: requests sent in `[start + index × bucket_us, start + (index + 1) × bucket_us)`.
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+pub struct TimelineBucket {
+    pub index: u32,
+    /// Answered with a final status below 400.
+    pub ok: u64,
+    /// Answered 4xx.
+    pub client_error: u64,
+    /// Answered 5xx.
+    pub server_error: u64,
+    /// No answer seen: the connection or the capture ended first.
+    pub no_response: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
