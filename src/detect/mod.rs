@@ -6,6 +6,7 @@ mod accept_queue;
 mod handshake;
 mod http;
 mod icmp;
+mod ladder;
 mod legs;
 mod reset;
 mod timeline;
@@ -130,6 +131,7 @@ impl Findings {
             if let Some(f) = self.list.get_mut(i) {
                 f.flow.filter = subject.display_filter();
                 f.facts.connect = subject.connect;
+                f.facts.tcp = Some(Box::new(ladder::moments(conn)));
                 connection_notes(f.kind, &subject, &mut f.evidence);
             }
         }
@@ -405,8 +407,17 @@ impl Detectors {
         if let Event::ConnectionFinalized { conn, .. } = &event {
             self.findings.settle(conn);
         }
+        let before = self.findings.list.len();
         for d in &mut self.detectors {
             d.on_event(&event, ctx, &mut self.findings);
+        }
+        // Only a connection that has a finding is described for its ladder.
+        if let Event::ConnectionFinalized { conn, .. } = &event {
+            for f in self.findings.list.iter_mut().skip(before) {
+                if f.facts.connection == Some(conn.serial) && f.facts.tcp.is_none() {
+                    f.facts.tcp = Some(Box::new(ladder::moments(conn)));
+                }
+            }
         }
     }
 

@@ -9,7 +9,7 @@
 
 use super::text::status_name;
 use crate::capture::{Seen, Timestamp};
-use crate::report::{Actor, CaptureSummary, Finding, Leg, Report, Severity, Timeline};
+use crate::report::{Actor, CaptureSummary, Finding, Leg, Report, Severity, TcpMoments, Timeline};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -176,7 +176,8 @@ svg .axis, svg .grid { stroke: var(--line); } svg .lane { stroke: var(--lane); s
 svg .m.error, svg .a.error { fill: var(--error); stroke: var(--error); }
 svg .m.warning, svg .a.warning { fill: var(--warning); stroke: var(--warning); }
 svg .m.info, svg .a.info { fill: var(--info); stroke: var(--info); }
-svg .a.plain { fill: var(--fg); stroke: var(--fg); }
+svg .a.plain, svg .a.gap { fill: var(--fg); stroke: var(--fg); }
+svg .a.gap line { stroke-dasharray: 2 3; } svg text.fold { font-style: italic; }
 svg .a line { stroke-width: 1.6; } svg .a polygon { stroke: none; }
 svg .dash { stroke-dasharray: 5 4; }
 svg .b.ok, .key.ok { fill: var(--ok); background: var(--ok); }
@@ -953,9 +954,11 @@ fn ladders(
     writeln!(w, "<h3>Flagged connections</h3>")?;
     writeln!(
         w,
-        "<p class=\"muted\">Each arrow is an evidence frame: its number and its time since the \
-         capture's first packet. Rows are in time order, not to scale; a dashed line is a frame \
-         whose sender the finding does not name.</p>"
+        "<p class=\"muted\">Each arrow is a frame of the connection, with its number and its \
+         time since the capture's first packet: the handshake, the request and response, FINs, \
+         RSTs, the first and last retransmission, capture gaps (dotted), and the frames findings \
+         name. Rows are in time order, not to scale; frames in between are folded into a \
+         &#8942; note; a dashed line is a frame whose sender the finding does not name.</p>"
     )?;
     for (n, ladder) in groups.iter().take(MAX_LADDERS).enumerate() {
         ladder_svg(c, n, ladder, all, start, w)?;
@@ -980,6 +983,133 @@ struct Event {
     dashed: bool,
     /// False when the finding gives the event's time but not its frame.
     framed: bool,
+    /// False when the frame is known but not its time (a capture gap): it is placed after the
+    /// frames before it.
+    timed: bool,
+}
+
+/// Draws an event on a ladder unless its frame is drawn already; true when it is new.
+type Push<'p> = dyn FnMut(Event) -> bool + 'p;
+
+/// An arrow from lane to lane at a frame whose number and time are known.
+fn arrow(
+    from: usize,
+    to: usize,
+    seen: Seen,
+    label: String,
+    class: &'static str,
+    dashed: bool,
+) -> Event {
+    Event {
+        from,
+        to,
+        seen,
+        label,
+        class,
+        dashed,
+        framed: true,
+        timed: true,
+    }
+}
+
+/// A connection's TCP moments as arrows: the handshake, closes, resets, retransmissions (the
+/// first and the last, with a count: a long transfer is folded to those) and capture gaps.
+fn tcp_moments(
+    tcp: &TcpMoments,
+    f: &Finding,
+    cl: usize,
+    sv: usize,
+    sev: &'static str,
+    push: &mut Push<'_>,
+) {
+    if let Some(at) = tcp.syn {
+        push(arrow(cl, sv, at, "SYN".into(), "plain", false));
+    }
+    if let Some(r) = tcp.syns {
+        push(arrow(
+            cl,
+            sv,
+            r.last,
+            format!("SYN again ({} in all)", r.count),
+            "warning",
+            false,
+        ));
+    }
+    if let Some(at) = tcp.syn_ack {
+        push(arrow(sv, cl, at, "SYN-ACK".into(), "plain", false));
+    }
+    if let Some(at) = tcp.handshake_rst {
+        push(arrow(sv, cl, at, "RST (refused)".into(), sev, false));
+    }
+    if let Some(at) = tcp.client_fin {
+        push(arrow(cl, sv, at, "FIN".into(), "plain", false));
+    }
+    if let Some(at) = tcp.server_fin {
+        push(arrow(sv, cl, at, "FIN".into(), "plain", false));
+    }
+    if let Some((by, at)) = tcp.reset {
+        let (from, to) = match by {
+            Actor::Client => (cl, sv),
+            Actor::Server => (sv, cl),
+        };
+        push(arrow(from, to, at, "RST".into(), sev, false));
+    }
+    for (r, from, to) in [
+        (tcp.client_retransmissions, cl, sv),
+        (tcp.server_retransmissions, sv, cl),
+    ] {
+        let Some(r) = r else { continue };
+        let label = if r.count > 1 {
+            format!("retransmission (first of {})", r.count)
+        } else {
+            "retransmission".to_string()
+        };
+        push(arrow(from, to, r.first, label, "warning", false));
+        if r.count > 1 && r.last.frame != r.first.frame {
+            push(arrow(
+                from,
+                to,
+                r.last,
+                "last retransmission".into(),
+                "warning",
+                false,
+            ));
+        }
+    }
+    // A gap's frame is known, its time is not: it is drawn at the latest time known before it.
+    let known: Vec<Seen> = [
+        tcp.syn,
+        tcp.syn_ack,
+        tcp.client_fin,
+        tcp.server_fin,
+        tcp.reset.map(|r| r.1),
+        f.facts.request_at,
+        f.facts.response_at,
+        f.facts.response_done_at,
+    ]
+    .into_iter()
+    .flatten()
+    .chain(
+        [tcp.client_retransmissions, tcp.server_retransmissions]
+            .into_iter()
+            .flatten()
+            .flat_map(|r| [r.first, r.last]),
+    )
+    .collect();
+    for (gap, from, to) in [(tcp.client_gap, cl, sv), (tcp.server_gap, sv, cl)] {
+        let Some((frame, bytes)) = gap else { continue };
+        let ts = known
+            .iter()
+            .filter(|s| s.frame < frame)
+            .map(|s| s.ts)
+            .max()
+            .unwrap_or(f.facts.at.ts);
+        let label = format!("capture gap: {bytes} byte(s) not captured");
+        push(Event {
+            timed: false,
+            ..arrow(from, to, Seen { frame, ts }, label, "gap", false)
+        });
+    }
 }
 
 /// The distinct addresses a lane stands for: two are shown, the rest counted.
@@ -1032,7 +1162,8 @@ fn ladder_svg(
         ]
     };
     let mut events: Vec<Event> = Vec::new();
-    let mut drawn: BTreeSet<(u64, Timestamp, usize, usize)> = BTreeSet::new();
+    // Each frame is drawn once; what several findings say of it is joined on its label.
+    let mut drawn: BTreeMap<(u64, Timestamp, usize, usize), usize> = BTreeMap::new();
     let mut undrawn: BTreeSet<u64> = BTreeSet::new();
     for &i in &ladder.findings {
         let f = &all[i];
@@ -1064,25 +1195,55 @@ fn ladder_svg(
             .iter()
             .flatten()
             .any(|s| s.frame == f.facts.at.frame && s.ts != f.facts.at.ts);
-        let mut push = |from: usize, to: usize, seen: Seen, label: String, class, dashed| {
-            let new = seen.frame != 0 && drawn.insert((seen.frame, seen.ts, from, to));
-            if new {
-                events.push(Event {
-                    from,
-                    to,
-                    seen,
-                    label,
-                    class,
-                    dashed,
-                    framed: true,
-                });
+        let mut push = |e: Event| {
+            if e.seen.frame == 0 {
+                return false;
             }
-            new
+            let Event {
+                from,
+                to,
+                seen,
+                label,
+                class,
+                ..
+            } = &e;
+            // A frame whose sender the finding does not name joins the arrow drawn for it.
+            let key = if e.dashed {
+                drawn
+                    .range(
+                        (seen.frame, seen.ts, 0, 0)..=(seen.frame, seen.ts, usize::MAX, usize::MAX),
+                    )
+                    .next()
+                    .map(|(k, _)| *k)
+                    .unwrap_or((seen.frame, seen.ts, *from, *to))
+            } else {
+                (seen.frame, seen.ts, *from, *to)
+            };
+            match drawn.entry(key) {
+                std::collections::btree_map::Entry::Occupied(e) => {
+                    let old = &mut events[*e.get()];
+                    if !old.label.split(" · ").any(|l| l == label) {
+                        old.label = format!("{} · {label}", old.label);
+                    }
+                    if old.class == "plain" {
+                        old.class = class;
+                    }
+                    false
+                }
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(events.len());
+                    events.push(e);
+                    true
+                }
+            }
         };
         let sev = sev_class(f.severity);
+        if let Some(tcp) = &f.facts.tcp {
+            tcp_moments(tcp, f, cl, sv, sev, &mut push);
+        }
         if let Some(at) = f.facts.request_at {
             let what = f.facts.request.as_deref().unwrap_or("request");
-            push(cl, sv, at, what.to_string(), "plain", false);
+            push(arrow(cl, sv, at, what.to_string(), "plain", false));
         }
         if let Some(at) = f.facts.response_at {
             let what = f.facts.status.map_or("response".to_string(), |s| {
@@ -1093,19 +1254,26 @@ fn ladder_svg(
             } else {
                 "plain"
             };
-            push(sv, cl, at, what.trim_end().to_string(), class, false);
+            push(arrow(sv, cl, at, what.trim_end().to_string(), class, false));
         }
         if let Some(at) = f.facts.response_done_at {
-            push(sv, cl, at, "response ends".to_string(), "plain", false);
+            push(arrow(
+                sv,
+                cl,
+                at,
+                "response ends".to_string(),
+                "plain",
+                false,
+            ));
         }
         let at = f.facts.at;
         if at.frame != 0 && !told {
             let what = f.kind.as_str().to_string();
             let new = match f.facts.by {
-                Some(Actor::Client) => push(cl, sv, at, what, sev, false),
-                Some(Actor::Server) => push(sv, cl, at, what, sev, false),
+                Some(Actor::Client) => push(arrow(cl, sv, at, what, sev, false)),
+                Some(Actor::Server) => push(arrow(sv, cl, at, what, sev, false)),
                 // Direction unknown: drawn across the connection without saying who sent it.
-                None => push(cl, sv, at, what, sev, true),
+                None => push(arrow(cl, sv, at, what, sev, true)),
             };
             if new
                 && !framed
@@ -1118,6 +1286,32 @@ fn ladder_svg(
             if !known.contains(p) {
                 undrawn.insert(*p);
             }
+        }
+    }
+    // An event whose frame the finding does not know, at the moment of a frame drawn from the
+    // connection (the RST behind a reset finding), is that frame: its label joins that arrow.
+    let mut k = 0;
+    while k < events.len() {
+        let same = (!events[k].framed)
+            .then(|| {
+                events
+                    .iter()
+                    .position(|e| e.framed && e.seen.ts == events[k].seen.ts)
+            })
+            .flatten();
+        match same {
+            Some(j) => {
+                let e = events.remove(k);
+                let j = if j > k { j - 1 } else { j };
+                let old = &mut events[j];
+                if !old.label.split(" · ").any(|l| l == e.label) {
+                    old.label = format!("{} · {}", old.label, e.label);
+                }
+                if old.class == "plain" || e.class == "error" {
+                    old.class = e.class;
+                }
+            }
+            None => k += 1,
         }
     }
     for e in events.iter().filter(|e| e.framed) {
@@ -1184,8 +1378,25 @@ fn ladder_svg(
             TOP + 10.0
         )?;
     }
+    let mut last_framed: Option<u64> = None;
     for (row, e) in events.iter().enumerate() {
         let y = TOP + ROW * row as f64 + 14.0;
+        // Frames between two rows are folded into a note: a long transfer is a line, not rows.
+        if let Some(prev) = last_framed
+            && e.framed
+            && e.seen.frame > prev + 2
+        {
+            let (a, b) = (prev + 1, e.seen.frame - 1);
+            let what = format!("⋮ frames {a}–{b}");
+            writeln!(
+                w,
+                "<text class=\"t fold\" x=\"4\" y=\"{:.1}\">{what}</text>",
+                y - ROW / 2.0 + 4.0
+            )?;
+        }
+        if e.framed {
+            last_framed = Some(e.seen.frame);
+        }
         let (x1, x2) = (lane_x(e.from), lane_x(e.to));
         let dir = if x2 > x1 { 1.0 } else { -1.0 };
         // A dashed line has no known sender, so no arrowhead claims one.
@@ -1220,7 +1431,11 @@ fn ladder_svg(
             "<text class=\"t\" x=\"4\" y=\"{:.1}\">{}</text>\
              <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{frame} · {}</text>",
             y + 4.0,
-            rel(e.seen.ts, start),
+            if e.timed {
+                rel(e.seen.ts, start)
+            } else {
+                "time not known".to_string()
+            },
             (x1 + x2) / 2.0,
             y - 6.0,
             escape(&truncate(&e.label, LABEL_CHARS))
@@ -1485,5 +1700,56 @@ mod test {
                 &html[html.find(bad).unwrap().saturating_sub(200)..]
             );
         }
+    }
+
+    #[test]
+    fn test_ladder_draws_tcp_moments_and_folds_between() {
+        use crate::report::{Repeats, TcpMoments};
+        let seen = |frame, ms| Seen {
+            frame,
+            ts: Timestamp::from_parts(1_700_000_000, ms, 1000),
+        };
+        let mut f = hostile_finding(None);
+        f.explained_by = vec![];
+        f.facts = Facts {
+            at: seen(90, 900),
+            by: Some(Actor::Server),
+            tcp: Some(Box::new(TcpMoments {
+                syn: Some(seen(1, 0)),
+                syn_ack: Some(seen(2, 1)),
+                client_fin: Some(seen(91, 910)),
+                reset: Some((Actor::Server, seen(90, 900))),
+                server_retransmissions: Some(Repeats {
+                    count: 7,
+                    first: seen(40, 400),
+                    last: seen(80, 800),
+                }),
+                server_gap: Some((50, 1448)),
+                ..TcpMoments::default()
+            })),
+            ..Facts::default()
+        };
+        let capture = CaptureSummary {
+            file: f.capture.clone(),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        render(&Report::new(vec![capture], vec![f], 0), &mut out).unwrap();
+        let html = String::from_utf8(out).unwrap();
+        for want in [
+            "frame 1 · SYN<",
+            "frame 2 · SYN-ACK<",
+            "frame 40 · retransmission (first of 7)",
+            "frame 80 · last retransmission",
+            "frame 50 · capture gap: 1448 byte(s) not captured",
+            "frame 90 · RST · connection_reset",
+            "frame 91 · FIN",
+            "⋮ frames 3–39",
+            "time not known",
+        ] {
+            assert!(html.contains(want), "{want} missing");
+        }
+        // The reset's own arrow is drawn once, joined with what the finding says of it.
+        assert_eq!(html.matches("frame 90 ·").count(), 1);
     }
 }

@@ -216,6 +216,37 @@ pub struct Facts {
     pub alert: Option<String>,
     /// The bytes a malformed-message finding quotes, escaped and redacted.
     pub excerpt: Option<String>,
+    /// The TCP moments of the connection, for its ladder; set once the connection has ended.
+    pub tcp: Option<Box<TcpMoments>>,
+}
+
+/// A repeated TCP event: how many, the first and the last.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Repeats {
+    pub count: u32,
+    pub first: Seen,
+    pub last: Seen,
+}
+
+/// What a flagged connection did at the TCP level, with frames and times.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TcpMoments {
+    /// The client's first SYN; `syns` only when it was sent more than once.
+    pub syn: Option<Seen>,
+    pub syns: Option<Repeats>,
+    pub syn_ack: Option<Seen>,
+    /// The server's RST answering the SYN.
+    pub handshake_rst: Option<Seen>,
+    pub client_fin: Option<Seen>,
+    pub server_fin: Option<Seen>,
+    /// The reset that ended the connection, and who sent it.
+    pub reset: Option<(Actor, Seen)>,
+    /// Data segments each side sent again.
+    pub client_retransmissions: Option<Repeats>,
+    pub server_retransmissions: Option<Repeats>,
+    /// The first capture gap in what each side sent (frame after it) and the bytes missing.
+    pub client_gap: Option<(u64, u64)>,
+    pub server_gap: Option<(u64, u64)>,
 }
 
 /// Which leg of a balancer a finding is on, in a capture that holds both.
