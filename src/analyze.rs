@@ -696,6 +696,7 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         warnings: warnings.into_vec(),
         balancers,
         http_connections: listing.map(|l| l.connections),
+        timeline: findings.timeline,
     };
     summary.verdict = verdict::verdict(&summary, &list);
     CaptureAnalysis {

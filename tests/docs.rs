@@ -41,3 +41,159 @@ fn json_report_example_is_current() {
         "docs/json-report.md is out of date: regenerate its example from {capture}"
     );
 }
+
+/// The text report `lbdiag analyze CAPTURE` prints, run from the crate root as the docs show it.
+fn text_report(capture: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = assert_cmd::Command::cargo_bin("lbdiag")
+        .unwrap()
+        .current_dir(root)
+        .args(["analyze", capture])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).expect("the text report is UTF-8")
+}
+
+/// The part of a text report that shows `kind`: the capture's heading and verdict, then the
+/// group heading and the first finding of that kind with its indented lines.
+fn excerpt(report: &str, kind: &str) -> Option<String> {
+    let lines: Vec<&str> = report.lines().collect();
+    let head = lines
+        .iter()
+        .position(|l| l.is_empty())
+        .unwrap_or(lines.len());
+    let start = lines.iter().position(|l| {
+        l.starts_with("  ") && !l.starts_with("   ") && l.split_whitespace().nth(1) == Some(kind)
+    })?;
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| !l.starts_with("    "))
+        .map_or(lines.len(), |n| start + 1 + n);
+    let group = lines[..start]
+        .iter()
+        .rposition(|l| !l.is_empty() && !l.starts_with(' '))
+        .filter(|&g| g >= head);
+    let mut out: Vec<&str> = lines[..head].to_vec();
+    out.push("");
+    if let Some(g) = group {
+        out.push(lines[g]);
+        if g + 1 < start {
+            out.push("  ...");
+        }
+    }
+    out.extend(&lines[start..end]);
+    if end < lines.len() {
+        out.push("...");
+    }
+    Some(out.join("\n"))
+}
+
+/// Checks (or with `LBDIAG_BLESS=1` rewrites) every example block of a Markdown file: a line
+/// `<!-- example: CAPTURE [KIND] -->` followed by a ```text block holding the text report of
+/// CAPTURE, or its excerpt for KIND. Returns how many blocks it found.
+fn check_examples(doc: &Path) -> usize {
+    const MARK: &str = "<!-- example: ";
+    let text = std::fs::read_to_string(doc).unwrap();
+    let mut fresh = String::new();
+    let mut rest = text.as_str();
+    let mut stale = Vec::new();
+    let mut found = 0;
+    while let Some(i) = rest.find(MARK) {
+        let after = &rest[i + MARK.len()..];
+        let close = after
+            .find(" -->\n")
+            .expect("an example marker ends with -->");
+        let mut words = after[..close].split_whitespace();
+        let capture = words.next().expect("the marker names a capture");
+        let kind = words.next();
+        let body = &after[close + " -->\n".len()..];
+        let body = body
+            .strip_prefix("```text\n")
+            .unwrap_or_else(|| panic!("{}: a ```text block follows {capture}", doc.display()));
+        let end = body.find("```\n").expect("the text block ends");
+        let shown = body[..end].trim_end_matches('\n');
+        let report = text_report(capture);
+        let want = match kind {
+            Some(k) => excerpt(&report, k)
+                .unwrap_or_else(|| panic!("{}: {capture} shows no {k}", doc.display())),
+            None => report.trim_end().to_string(),
+        };
+        if shown != want {
+            stale.push(capture.to_string());
+        }
+        fresh.push_str(&rest[..i + MARK.len() + close + " -->\n".len()]);
+        fresh.push_str("```text\n");
+        fresh.push_str(&want);
+        fresh.push_str("\n```\n");
+        rest = &body[end + "```\n".len()..];
+        found += 1;
+    }
+    fresh.push_str(rest);
+    if std::env::var("LBDIAG_BLESS").is_ok() {
+        std::fs::write(doc, fresh).unwrap();
+    } else {
+        assert!(
+            stale.is_empty(),
+            "{}: examples out of date for {stale:?}: rerun with LBDIAG_BLESS=1",
+            doc.display()
+        );
+    }
+    found
+}
+
+/// Every kind named in src/report/kind.rs (the contract's list).
+fn kinds() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = std::fs::read_to_string(root.join("src/report/kind.rs")).unwrap();
+    src.lines()
+        .filter_map(|l| l.split("=> \"").nth(1))
+        .filter_map(|l| l.split('"').next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_kind_has_a_page_linked_from_findings() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let index = std::fs::read_to_string(root.join("docs/findings.md")).unwrap();
+    let kinds = kinds();
+    assert!(kinds.len() >= 38, "{kinds:?}");
+    for kind in &kinds {
+        let page = root.join(format!("docs/kinds/{kind}.md"));
+        let text = std::fs::read_to_string(&page)
+            .unwrap_or_else(|_| panic!("no page docs/kinds/{kind}.md"));
+        for section in [
+            "## How lbdiag detects it",
+            "## The status it explains",
+            "## What to do",
+            "## Example",
+        ] {
+            assert!(text.contains(section), "{kind}: no {section:?}");
+        }
+        assert!(
+            text.contains("<!-- example: captures/") && text.contains(&format!(" {kind} -->")),
+            "{kind}: no example of itself"
+        );
+        assert!(
+            index.contains(&format!("kinds/{kind}.md")),
+            "docs/findings.md does not link kinds/{kind}.md"
+        );
+    }
+}
+
+#[test]
+fn kind_page_examples_are_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for kind in kinds() {
+        let page = root.join(format!("docs/kinds/{kind}.md"));
+        if page.exists() {
+            assert_eq!(check_examples(&page), 1, "{kind}: one example");
+        }
+    }
+}
+
+#[test]
+fn readme_report_is_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(check_examples(&root.join("README.md")) >= 1);
+}

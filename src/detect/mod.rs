@@ -6,8 +6,10 @@ mod accept_queue;
 mod handshake;
 mod http;
 mod icmp;
+mod ladder;
 mod legs;
 mod reset;
+mod timeline;
 mod tls;
 mod transport;
 
@@ -92,6 +94,8 @@ pub struct Findings {
     pub answered: Vec<Answered>,
     /// With `--access-log`: the transactions some log line could be (`accesslog::Collector`).
     pub log_candidates: Vec<crate::accesslog::Candidate>,
+    /// Requests over time, for the report's timeline.
+    pub timeline: Option<crate::report::Timeline>,
 }
 
 /// A request that got an answer below 400.
@@ -116,6 +120,7 @@ impl Findings {
             balancers: Vec::new(),
             answered: Vec::new(),
             log_candidates: Vec::new(),
+            timeline: None,
         }
     }
 
@@ -129,6 +134,7 @@ impl Findings {
             if let Some(f) = self.list.get_mut(i) {
                 f.flow.filter = subject.display_filter();
                 f.facts.connect = subject.connect;
+                f.facts.tcp = Some(Box::new(ladder::moments(conn)));
                 connection_notes(f.kind, &subject, &mut f.evidence);
             }
         }
@@ -395,6 +401,7 @@ impl Detectors {
                 Box::new(accept_queue::AcceptQueue::default()),
                 Box::new(icmp::Unmatched::default()),
                 Box::new(legs::Legs::new(balancers)),
+                Box::new(timeline::Histogram::default()),
             ],
         }
     }
@@ -408,8 +415,17 @@ impl Detectors {
         if let Event::ConnectionFinalized { conn, .. } = &event {
             self.findings.settle(conn);
         }
+        let before = self.findings.list.len();
         for d in &mut self.detectors {
             d.on_event(&event, ctx, &mut self.findings);
+        }
+        // Only a connection that has a finding is described for its ladder.
+        if let Event::ConnectionFinalized { conn, .. } = &event {
+            for f in self.findings.list.iter_mut().skip(before) {
+                if f.facts.connection == Some(conn.serial) && f.facts.tcp.is_none() {
+                    f.facts.tcp = Some(Box::new(ladder::moments(conn)));
+                }
+            }
         }
     }
 

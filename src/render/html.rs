@@ -9,7 +9,7 @@
 
 use super::text::status_name;
 use crate::capture::{Seen, Timestamp};
-use crate::report::{Actor, CaptureSummary, Finding, Leg, Report, Severity};
+use crate::report::{Actor, CaptureSummary, Finding, Leg, Report, Severity, TcpMoments, Timeline};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -135,10 +135,12 @@ fn group_status(f: &Finding) -> u16 {
 
 const STYLE: &str = r#"
 :root { --fg:#1b1b1b; --bg:#fff; --muted:#5f6368; --line:#c8c8c8; --card:#f6f7f9;
-  --error:#c62828; --warning:#a45d00; --info:#1e63b5; --code:#eef0f3; --lane:#777; }
+  --error:#c62828; --warning:#a45d00; --info:#1e63b5; --code:#eef0f3; --lane:#777;
+  --ok:#4a8c5c; --none:#8a8f96; }
 @media (prefers-color-scheme: dark) {
   :root { --fg:#e6e6e6; --bg:#15171a; --muted:#a0a4aa; --line:#444; --card:#1f2226;
-    --error:#ff6b6b; --warning:#f0b44c; --info:#7ab4ff; --code:#2a2e33; --lane:#999; }
+    --error:#ff6b6b; --warning:#f0b44c; --info:#7ab4ff; --code:#2a2e33; --lane:#999;
+    --ok:#6fbf85; --none:#80858c; }
 }
 * { box-sizing: border-box; }
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg);
@@ -174,9 +176,19 @@ svg .axis, svg .grid { stroke: var(--line); } svg .lane { stroke: var(--lane); s
 svg .m.error, svg .a.error { fill: var(--error); stroke: var(--error); }
 svg .m.warning, svg .a.warning { fill: var(--warning); stroke: var(--warning); }
 svg .m.info, svg .a.info { fill: var(--info); stroke: var(--info); }
-svg .a.plain { fill: var(--fg); stroke: var(--fg); }
+svg .a.plain, svg .a.gap { fill: var(--fg); stroke: var(--fg); }
+svg .a.gap line { stroke-dasharray: 2 3; } svg text.fold { font-style: italic; }
 svg .a line { stroke-width: 1.6; } svg .a polygon { stroke: none; }
 svg .dash { stroke-dasharray: 5 4; }
+svg .b.ok, .key.ok { fill: var(--ok); background: var(--ok); }
+svg .b.c4, .key.c4 { fill: var(--warning); background: var(--warning); }
+svg .b.c5, .key.c5 { fill: var(--error); background: var(--error); }
+svg .b.none, .key.none { fill: var(--none); background: var(--none); }
+svg .fm { stroke-width: 1; stroke-dasharray: 2 3; opacity: .7; }
+svg .fm.error { stroke: var(--error); } svg .fm.warning { stroke: var(--warning); }
+.key { display: inline-block; width: .8em; height: .8em; border-radius: 2px; vertical-align: -.05em;
+  print-color-adjust: exact; -webkit-print-color-adjust: exact; }
+.legend { font-size: .9rem; }
 svg text.t { fill: var(--muted); font-size: 11px; } svg text.h { font-weight: 700; }
 .ladder { border: 1px solid var(--line); border-radius: 6px; padding: .5rem .7rem; margin: 1rem 0;
   break-inside: avoid; }
@@ -314,9 +326,9 @@ fn render_capture(
     }
 
     let (start, end) = capture_span(c, mine, all);
-    if !mine.is_empty() {
+    if !mine.is_empty() || c.timeline.as_ref().is_some_and(|t| !t.buckets.is_empty()) {
         writeln!(w, "<h3>Timeline</h3>")?;
-        timeline(mine, all, start, end, w)?;
+        timeline(c, mine, all, start, end, w)?;
     }
 
     let mut by_status: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
@@ -525,9 +537,97 @@ fn render_finding(
 /// first few, named in the mark's tooltip.
 type Mark = (usize, Severity, Vec<usize>);
 
-/// One row per status (and one for informational findings), a mark per finding at its time.
-/// Marks that land on the same pixel are merged, so the SVG stays small on any capture.
+/// Requests of one or more timeline buckets drawn as one bar: the counts by answer, in the
+/// order the bar stacks them from the bottom, and the time they cover.
+struct Bar {
+    x: f64,
+    width: f64,
+    counts: [u64; 4],
+    from: Timestamp,
+    to: Timestamp,
+}
+
+/// How the requests' bars stack, bottom first: class, legend label.
+const BAR_CLASSES: [(&str, &str); 4] = [
+    ("ok", "answered below 400"),
+    ("c4", "4xx"),
+    ("c5", "5xx"),
+    ("none", "no response"),
+];
+
+/// The end of the timeline's last bucket, so the plot reaches the last bar.
+fn timeline_end(t: &Timeline) -> Option<Timestamp> {
+    let last = t.buckets.last()?;
+    let width = (t.bucket_us as i64).saturating_mul(1000);
+    Some(Timestamp(
+        t.origin
+            .0
+            .saturating_add(width.saturating_mul(last.index as i64 + 1)),
+    ))
+}
+
+/// Bars at most about this many across a capture: enough to show its shape, few enough that
+/// each bar's rate is not one request in a millisecond.
+const MAX_BARS: i64 = 120;
+
+/// The timeline's buckets as bars on a plot `plot` pixels wide spanning `start..end`. A bar
+/// is a whole number of buckets, at least a second and at least 1/120 of the span, so its
+/// height is a rate of requests per second that means something.
+fn bars(t: &Timeline, start: Timestamp, end: Timestamp, plot: f64) -> Vec<Bar> {
+    let span = end.saturating_sub(start).0.max(1);
+    let stored = (t.bucket_us as i64).saturating_mul(1000).max(1);
+    let want = (span / MAX_BARS).max(Timestamp::NANOS_PER_SEC);
+    let per_bar = (want.saturating_add(stored - 1) / stored).max(1);
+    let bar_ns = stored.saturating_mul(per_bar);
+    let x =
+        |ts: Timestamp| (ts.saturating_sub(start).0 as f64 / span as f64).clamp(0.0, 1.0) * plot;
+    let mut out: Vec<(i64, Bar)> = Vec::new();
+    for b in &t.buckets {
+        let group = b.index as i64 / per_bar;
+        let counts = [b.ok, b.client_error, b.server_error, b.no_response];
+        match out.last_mut() {
+            Some((g, bar)) if *g == group => {
+                for (s, n) in bar.counts.iter_mut().zip(counts) {
+                    *s += n;
+                }
+            }
+            _ => {
+                let from = Timestamp(t.origin.0.saturating_add(bar_ns.saturating_mul(group)));
+                let to = Timestamp(from.0.saturating_add(bar_ns));
+                let (x0, x1) = (x(from), x(to));
+                out.push((
+                    group,
+                    Bar {
+                        x: x0,
+                        width: (x1 - x0).max(1.0),
+                        counts,
+                        from,
+                        to,
+                    },
+                ))
+            }
+        }
+    }
+    out.into_iter().map(|(_, b)| b).collect()
+}
+
+/// A rate for people: `3`, `12.5`, `0.25` requests per second.
+fn rate(r: f64) -> String {
+    if r >= 100.0 {
+        format!("{r:.0}")
+    } else if r >= 1.0 {
+        format!("{r:.1}")
+    } else {
+        format!("{r:.2}")
+    }
+}
+
+/// Requests per second as stacked bars by what answered them (when the capture holds HTTP),
+/// then one row per status (and one for informational findings) with a mark per finding at its
+/// time, on one time axis; a finding's moment is also marked across the bars. Marks that land
+/// on the same pixel are merged, so the SVG stays small on any capture.
 fn timeline(
+    c: &CaptureSummary,
     mine: &[usize],
     all: &[Finding],
     start: Timestamp,
@@ -537,7 +637,16 @@ fn timeline(
     const LEFT: f64 = 110.0;
     const WIDTH: f64 = 1000.0;
     const ROW: f64 = 26.0;
+    const CHART: f64 = 120.0;
     let plot = WIDTH - LEFT - 20.0;
+    let requests = c.timeline.as_ref().filter(|t| !t.buckets.is_empty());
+    let end = requests.and_then(timeline_end).map_or(end, |e| e.max(end));
+    let bars = requests.map(|t| bars(t, start, end, WIDTH - LEFT - 20.0));
+    let bar_width = bars
+        .as_ref()
+        .and_then(|b| b.first())
+        .map(|b| b.to.saturating_sub(b.from))
+        .unwrap_or_default();
     let span = end.saturating_sub(start).0.max(0) as f64;
     // Rows in the order the findings section lists them: statuses ascending, notes last.
     let mut rows: BTreeMap<(bool, u16), BTreeMap<i64, Mark>> = BTreeMap::new();
@@ -561,14 +670,90 @@ fn timeline(
             cell.2.push(i);
         }
     }
-    let height = rows.len() as f64 * ROW + 40.0;
+    let top = if requests.is_some() {
+        CHART + 24.0
+    } else {
+        0.0
+    };
+    let height = top + rows.len() as f64 * ROW + 40.0;
     writeln!(
         w,
         "<svg viewBox=\"0 0 {WIDTH} {height}\" width=\"{WIDTH}\" height=\"{height}\" role=\"img\" \
-         aria-label=\"Findings over the capture's time\">"
+         aria-label=\"Requests per second and findings over the capture's time\">"
     )?;
+    if let Some(bars) = &bars {
+        let per_sec = |b: &Bar| {
+            let secs = b.to.saturating_sub(b.from).as_secs_f64().max(1e-9);
+            b.counts.iter().sum::<u64>() as f64 / secs
+        };
+        let peak = bars.iter().map(per_sec).fold(0.0, f64::max).max(1e-9);
+        let base = 8.0 + CHART;
+        writeln!(
+            w,
+            "<text x=\"4\" y=\"20\" class=\"h\">requests/s</text>\
+             <text x=\"{:.1}\" y=\"16\" class=\"t\" text-anchor=\"end\">{}</text>\
+             <line class=\"grid\" x1=\"{LEFT}\" y1=\"8\" x2=\"{:.1}\" y2=\"8\"/>\
+             <text x=\"{:.1}\" y=\"{base:.1}\" class=\"t\" text-anchor=\"end\">0</text>\
+             <line class=\"axis\" x1=\"{LEFT}\" y1=\"{base:.1}\" x2=\"{:.1}\" y2=\"{base:.1}\"/>",
+            LEFT - 6.0,
+            rate(peak),
+            LEFT + plot,
+            LEFT - 6.0,
+            LEFT + plot
+        )?;
+        for b in bars {
+            let total = b.counts.iter().sum::<u64>();
+            let r = per_sec(b);
+            let mut tip = format!(
+                "{} to {}: {total} request{}, {} per second",
+                rel(b.from, start),
+                rel(b.to, start),
+                plural(total as usize),
+                rate(r)
+            );
+            for ((_, label), n) in BAR_CLASSES.iter().zip(b.counts) {
+                if n > 0 {
+                    let _ = write!(tip, "; {n} {label}");
+                }
+            }
+            write!(w, "<g><title>{}</title>", escape(&tip))?;
+            let mut y = base;
+            for ((class, _), n) in BAR_CLASSES.iter().zip(b.counts) {
+                if n == 0 {
+                    continue;
+                }
+                let h = CHART * (r / peak) * n as f64 / total.max(1) as f64;
+                y -= h;
+                write!(
+                    w,
+                    "<rect class=\"b {class}\" x=\"{:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{h:.1}\"/>",
+                    LEFT + b.x,
+                    b.width
+                )?;
+            }
+            writeln!(w, "</g>")?;
+        }
+        // Where the findings are, across the bars: the same x as their marks below.
+        let mut marked: BTreeMap<i64, Severity> = BTreeMap::new();
+        for marks in rows.values() {
+            for (x, (_, sev, _)) in marks {
+                let m = marked.entry(*x).or_insert(*sev);
+                *m = (*m).max(*sev);
+            }
+        }
+        for (x, sev) in marked.iter().filter(|(_, s)| **s != Severity::Info) {
+            writeln!(
+                w,
+                "<line class=\"fm {}\" x1=\"{:.1}\" y1=\"8\" x2=\"{:.1}\" y2=\"{:.1}\"/>",
+                sev_class(*sev),
+                LEFT + *x as f64,
+                LEFT + *x as f64,
+                top + rows.len() as f64 * ROW
+            )?;
+        }
+    }
     for (r, ((info, status), marks)) in rows.iter().enumerate() {
-        let y = 14.0 + r as f64 * ROW;
+        let y = top + 14.0 + r as f64 * ROW;
         let label = if *info {
             "info".to_string()
         } else if *status == 0 {
@@ -607,7 +792,7 @@ fn timeline(
             )?;
         }
     }
-    let axis = 14.0 + rows.len() as f64 * ROW - 6.0;
+    let axis = top + 14.0 + rows.len() as f64 * ROW - 6.0;
     writeln!(
         w,
         "<line class=\"axis\" x1=\"{LEFT}\" y1=\"{axis:.1}\" x2=\"{:.1}\" y2=\"{axis:.1}\"/>",
@@ -631,6 +816,38 @@ fn timeline(
         )?;
     }
     writeln!(w, "</svg>")?;
+    if let Some(t) = requests {
+        let mut totals = [0u64; 4];
+        for b in &t.buckets {
+            for (s, n) in
+                totals
+                    .iter_mut()
+                    .zip([b.ok, b.client_error, b.server_error, b.no_response])
+            {
+                *s += n;
+            }
+        }
+        let keys: Vec<String> = BAR_CLASSES
+            .iter()
+            .zip(totals)
+            .map(|((class, label), n)| format!("<span class=\"key {class}\"></span> {label}: {n}"))
+            .collect();
+        let outside = if t.outside > 0 {
+            format!(
+                " ({} request{} with a time far from the rest not drawn)",
+                t.outside,
+                plural(t.outside as usize)
+            )
+        } else {
+            String::new()
+        };
+        writeln!(
+            w,
+            "<p class=\"legend\">Requests per second, by what answered them, in bars of {}{outside}: {}</p>",
+            escape(&bar_width.to_string()),
+            keys.join(" · ")
+        )?;
+    }
     writeln!(
         w,
         "<p class=\"muted\">Time since the capture's first packet ({}); larger marks stand for \
@@ -737,9 +954,11 @@ fn ladders(
     writeln!(w, "<h3>Flagged connections</h3>")?;
     writeln!(
         w,
-        "<p class=\"muted\">Each arrow is an evidence frame: its number and its time since the \
-         capture's first packet. Rows are in time order, not to scale; a dashed line is a frame \
-         whose sender the finding does not name.</p>"
+        "<p class=\"muted\">Each arrow is a frame of the connection, with its number and its \
+         time since the capture's first packet: the handshake, the request and response, FINs, \
+         RSTs, the first and last retransmission, capture gaps (dotted), and the frames findings \
+         name. Rows are in time order, not to scale; frames in between are folded into a \
+         &#8942; note; a dashed line is a frame whose sender the finding does not name.</p>"
     )?;
     for (n, ladder) in groups.iter().take(MAX_LADDERS).enumerate() {
         ladder_svg(c, n, ladder, all, start, w)?;
@@ -764,6 +983,133 @@ struct Event {
     dashed: bool,
     /// False when the finding gives the event's time but not its frame.
     framed: bool,
+    /// False when the frame is known but not its time (a capture gap): it is placed after the
+    /// frames before it.
+    timed: bool,
+}
+
+/// Draws an event on a ladder unless its frame is drawn already; true when it is new.
+type Push<'p> = dyn FnMut(Event) -> bool + 'p;
+
+/// An arrow from lane to lane at a frame whose number and time are known.
+fn arrow(
+    from: usize,
+    to: usize,
+    seen: Seen,
+    label: String,
+    class: &'static str,
+    dashed: bool,
+) -> Event {
+    Event {
+        from,
+        to,
+        seen,
+        label,
+        class,
+        dashed,
+        framed: true,
+        timed: true,
+    }
+}
+
+/// A connection's TCP moments as arrows: the handshake, closes, resets, retransmissions (the
+/// first and the last, with a count: a long transfer is folded to those) and capture gaps.
+fn tcp_moments(
+    tcp: &TcpMoments,
+    f: &Finding,
+    cl: usize,
+    sv: usize,
+    sev: &'static str,
+    push: &mut Push<'_>,
+) {
+    if let Some(at) = tcp.syn {
+        push(arrow(cl, sv, at, "SYN".into(), "plain", false));
+    }
+    if let Some(r) = tcp.syns {
+        push(arrow(
+            cl,
+            sv,
+            r.last,
+            format!("SYN again ({} in all)", r.count),
+            "warning",
+            false,
+        ));
+    }
+    if let Some(at) = tcp.syn_ack {
+        push(arrow(sv, cl, at, "SYN-ACK".into(), "plain", false));
+    }
+    if let Some(at) = tcp.handshake_rst {
+        push(arrow(sv, cl, at, "RST (refused)".into(), sev, false));
+    }
+    if let Some(at) = tcp.client_fin {
+        push(arrow(cl, sv, at, "FIN".into(), "plain", false));
+    }
+    if let Some(at) = tcp.server_fin {
+        push(arrow(sv, cl, at, "FIN".into(), "plain", false));
+    }
+    if let Some((by, at)) = tcp.reset {
+        let (from, to) = match by {
+            Actor::Client => (cl, sv),
+            Actor::Server => (sv, cl),
+        };
+        push(arrow(from, to, at, "RST".into(), sev, false));
+    }
+    for (r, from, to) in [
+        (tcp.client_retransmissions, cl, sv),
+        (tcp.server_retransmissions, sv, cl),
+    ] {
+        let Some(r) = r else { continue };
+        let label = if r.count > 1 {
+            format!("retransmission (first of {})", r.count)
+        } else {
+            "retransmission".to_string()
+        };
+        push(arrow(from, to, r.first, label, "warning", false));
+        if r.count > 1 && r.last.frame != r.first.frame {
+            push(arrow(
+                from,
+                to,
+                r.last,
+                "last retransmission".into(),
+                "warning",
+                false,
+            ));
+        }
+    }
+    // A gap's frame is known, its time is not: it is drawn at the latest time known before it.
+    let known: Vec<Seen> = [
+        tcp.syn,
+        tcp.syn_ack,
+        tcp.client_fin,
+        tcp.server_fin,
+        tcp.reset.map(|r| r.1),
+        f.facts.request_at,
+        f.facts.response_at,
+        f.facts.response_done_at,
+    ]
+    .into_iter()
+    .flatten()
+    .chain(
+        [tcp.client_retransmissions, tcp.server_retransmissions]
+            .into_iter()
+            .flatten()
+            .flat_map(|r| [r.first, r.last]),
+    )
+    .collect();
+    for (gap, from, to) in [(tcp.client_gap, cl, sv), (tcp.server_gap, sv, cl)] {
+        let Some((frame, bytes)) = gap else { continue };
+        let ts = known
+            .iter()
+            .filter(|s| s.frame < frame)
+            .map(|s| s.ts)
+            .max()
+            .unwrap_or(f.facts.at.ts);
+        let label = format!("capture gap: {bytes} byte(s) not captured");
+        push(Event {
+            timed: false,
+            ..arrow(from, to, Seen { frame, ts }, label, "gap", false)
+        });
+    }
 }
 
 /// The distinct addresses a lane stands for: two are shown, the rest counted.
@@ -816,7 +1162,8 @@ fn ladder_svg(
         ]
     };
     let mut events: Vec<Event> = Vec::new();
-    let mut drawn: BTreeSet<(u64, Timestamp, usize, usize)> = BTreeSet::new();
+    // Each frame is drawn once; what several findings say of it is joined on its label.
+    let mut drawn: BTreeMap<(u64, Timestamp, usize, usize), usize> = BTreeMap::new();
     let mut undrawn: BTreeSet<u64> = BTreeSet::new();
     for &i in &ladder.findings {
         let f = &all[i];
@@ -848,25 +1195,55 @@ fn ladder_svg(
             .iter()
             .flatten()
             .any(|s| s.frame == f.facts.at.frame && s.ts != f.facts.at.ts);
-        let mut push = |from: usize, to: usize, seen: Seen, label: String, class, dashed| {
-            let new = seen.frame != 0 && drawn.insert((seen.frame, seen.ts, from, to));
-            if new {
-                events.push(Event {
-                    from,
-                    to,
-                    seen,
-                    label,
-                    class,
-                    dashed,
-                    framed: true,
-                });
+        let mut push = |e: Event| {
+            if e.seen.frame == 0 {
+                return false;
             }
-            new
+            let Event {
+                from,
+                to,
+                seen,
+                label,
+                class,
+                ..
+            } = &e;
+            // A frame whose sender the finding does not name joins the arrow drawn for it.
+            let key = if e.dashed {
+                drawn
+                    .range(
+                        (seen.frame, seen.ts, 0, 0)..=(seen.frame, seen.ts, usize::MAX, usize::MAX),
+                    )
+                    .next()
+                    .map(|(k, _)| *k)
+                    .unwrap_or((seen.frame, seen.ts, *from, *to))
+            } else {
+                (seen.frame, seen.ts, *from, *to)
+            };
+            match drawn.entry(key) {
+                std::collections::btree_map::Entry::Occupied(e) => {
+                    let old = &mut events[*e.get()];
+                    if !old.label.split(" · ").any(|l| l == label) {
+                        old.label = format!("{} · {label}", old.label);
+                    }
+                    if old.class == "plain" {
+                        old.class = class;
+                    }
+                    false
+                }
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(events.len());
+                    events.push(e);
+                    true
+                }
+            }
         };
         let sev = sev_class(f.severity);
+        if let Some(tcp) = &f.facts.tcp {
+            tcp_moments(tcp, f, cl, sv, sev, &mut push);
+        }
         if let Some(at) = f.facts.request_at {
             let what = f.facts.request.as_deref().unwrap_or("request");
-            push(cl, sv, at, what.to_string(), "plain", false);
+            push(arrow(cl, sv, at, what.to_string(), "plain", false));
         }
         if let Some(at) = f.facts.response_at {
             let what = f.facts.status.map_or("response".to_string(), |s| {
@@ -877,19 +1254,26 @@ fn ladder_svg(
             } else {
                 "plain"
             };
-            push(sv, cl, at, what.trim_end().to_string(), class, false);
+            push(arrow(sv, cl, at, what.trim_end().to_string(), class, false));
         }
         if let Some(at) = f.facts.response_done_at {
-            push(sv, cl, at, "response ends".to_string(), "plain", false);
+            push(arrow(
+                sv,
+                cl,
+                at,
+                "response ends".to_string(),
+                "plain",
+                false,
+            ));
         }
         let at = f.facts.at;
         if at.frame != 0 && !told {
             let what = f.kind.as_str().to_string();
             let new = match f.facts.by {
-                Some(Actor::Client) => push(cl, sv, at, what, sev, false),
-                Some(Actor::Server) => push(sv, cl, at, what, sev, false),
+                Some(Actor::Client) => push(arrow(cl, sv, at, what, sev, false)),
+                Some(Actor::Server) => push(arrow(sv, cl, at, what, sev, false)),
                 // Direction unknown: drawn across the connection without saying who sent it.
-                None => push(cl, sv, at, what, sev, true),
+                None => push(arrow(cl, sv, at, what, sev, true)),
             };
             if new
                 && !framed
@@ -902,6 +1286,32 @@ fn ladder_svg(
             if !known.contains(p) {
                 undrawn.insert(*p);
             }
+        }
+    }
+    // An event whose frame the finding does not know, at the moment of a frame drawn from the
+    // connection (the RST behind a reset finding), is that frame: its label joins that arrow.
+    let mut k = 0;
+    while k < events.len() {
+        let same = (!events[k].framed)
+            .then(|| {
+                events
+                    .iter()
+                    .position(|e| e.framed && e.seen.ts == events[k].seen.ts)
+            })
+            .flatten();
+        match same {
+            Some(j) => {
+                let e = events.remove(k);
+                let j = if j > k { j - 1 } else { j };
+                let old = &mut events[j];
+                if !old.label.split(" · ").any(|l| l == e.label) {
+                    old.label = format!("{} · {}", old.label, e.label);
+                }
+                if old.class == "plain" || e.class == "error" {
+                    old.class = e.class;
+                }
+            }
+            None => k += 1,
         }
     }
     for e in events.iter().filter(|e| e.framed) {
@@ -968,8 +1378,25 @@ fn ladder_svg(
             TOP + 10.0
         )?;
     }
+    let mut last_framed: Option<u64> = None;
     for (row, e) in events.iter().enumerate() {
         let y = TOP + ROW * row as f64 + 14.0;
+        // Frames between two rows are folded into a note: a long transfer is a line, not rows.
+        if let Some(prev) = last_framed
+            && e.framed
+            && e.seen.frame > prev + 2
+        {
+            let (a, b) = (prev + 1, e.seen.frame - 1);
+            let what = format!("⋮ frames {a}–{b}");
+            writeln!(
+                w,
+                "<text class=\"t fold\" x=\"4\" y=\"{:.1}\">{what}</text>",
+                y - ROW / 2.0 + 4.0
+            )?;
+        }
+        if e.framed {
+            last_framed = Some(e.seen.frame);
+        }
         let (x1, x2) = (lane_x(e.from), lane_x(e.to));
         let dir = if x2 > x1 { 1.0 } else { -1.0 };
         // A dashed line has no known sender, so no arrowhead claims one.
@@ -1004,7 +1431,11 @@ fn ladder_svg(
             "<text class=\"t\" x=\"4\" y=\"{:.1}\">{}</text>\
              <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{frame} · {}</text>",
             y + 4.0,
-            rel(e.seen.ts, start),
+            if e.timed {
+                rel(e.seen.ts, start)
+            } else {
+                "time not known".to_string()
+            },
             (x1 + x2) / 2.0,
             y - 6.0,
             escape(&truncate(&e.label, LABEL_CHARS))
@@ -1198,5 +1629,127 @@ mod test {
         let html = String::from_utf8(out).unwrap();
         assert_eq!(html.matches("<div class=\"ladder\"").count(), MAX_LADDERS);
         assert!(html.contains("7 more flagged connection groups are not drawn"));
+    }
+
+    fn timeline_of(buckets: &[(u32, [u64; 4])], bucket_us: u64, origin: Timestamp) -> Timeline {
+        Timeline {
+            start: origin.rfc3339(),
+            origin,
+            bucket_us,
+            buckets: buckets
+                .iter()
+                .map(|&(index, c)| crate::report::TimelineBucket {
+                    index,
+                    ok: c[0],
+                    client_error: c[1],
+                    server_error: c[2],
+                    no_response: c[3],
+                })
+                .collect(),
+            outside: 0,
+        }
+    }
+
+    #[test]
+    fn test_timeline_bars_are_whole_seconds_at_least() {
+        let start = Timestamp::from_parts(1_700_000_000, 0, 1);
+        let end = Timestamp::from_parts(1_700_000_010, 0, 1);
+        // 1 ms buckets at 0.0005 s... 2.5 s: the first two fall in one 1 s bar.
+        let t = timeline_of(
+            &[(0, [1, 0, 0, 0]), (500, [0, 0, 2, 0]), (2500, [0, 1, 0, 1])],
+            1000,
+            start,
+        );
+        let b = bars(&t, start, end, 1000.0);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0].counts, [1, 0, 2, 0]);
+        assert_eq!(b[0].to.saturating_sub(b[0].from).as_secs_f64(), 1.0);
+        assert_eq!(b[1].counts, [0, 1, 0, 1]);
+        assert!((b[1].x - 200.0).abs() < 1e-6, "{}", b[1].x);
+        // A day and a half of 512 wide buckets: bars of about 1/120 of it.
+        let many: Vec<(u32, [u64; 4])> = (0..512).map(|i| (i, [1, 0, 0, 0])).collect();
+        let t = timeline_of(&many, 1000 << 18, start);
+        let end = timeline_end(&t).unwrap();
+        let b = bars(&t, start, end, 1000.0);
+        assert!(b.len() <= 130, "{}", b.len());
+        assert_eq!(b.iter().map(|b| b.counts[0]).sum::<u64>(), 512);
+    }
+
+    #[test]
+    fn test_timeline_with_absurd_times_renders() {
+        let mut out = Vec::new();
+        for origin in [Timestamp(i64::MIN), Timestamp(i64::MAX), Timestamp(0)] {
+            let capture = CaptureSummary {
+                file: "x".into(),
+                first_timestamp: Some("2024-01-01T00:00:00.000000Z".into()),
+                timeline: Some(timeline_of(
+                    &[(0, [1, 1, 1, 1]), (511, [3, 0, 0, 0])],
+                    u64::MAX,
+                    origin,
+                )),
+                ..Default::default()
+            };
+            render(&Report::new(vec![capture], vec![], 0), &mut out).unwrap();
+        }
+        let html = String::from_utf8(out).unwrap();
+        assert!(html.contains("class=\"b ok\""));
+        for bad in ["NaN", "\"inf", "\"-inf"] {
+            assert!(
+                !html.contains(bad),
+                "{}",
+                &html[html.find(bad).unwrap().saturating_sub(200)..]
+            );
+        }
+    }
+
+    #[test]
+    fn test_ladder_draws_tcp_moments_and_folds_between() {
+        use crate::report::{Repeats, TcpMoments};
+        let seen = |frame, ms| Seen {
+            frame,
+            ts: Timestamp::from_parts(1_700_000_000, ms, 1000),
+        };
+        let mut f = hostile_finding(None);
+        f.explained_by = vec![];
+        f.facts = Facts {
+            at: seen(90, 900),
+            by: Some(Actor::Server),
+            tcp: Some(Box::new(TcpMoments {
+                syn: Some(seen(1, 0)),
+                syn_ack: Some(seen(2, 1)),
+                client_fin: Some(seen(91, 910)),
+                reset: Some((Actor::Server, seen(90, 900))),
+                server_retransmissions: Some(Repeats {
+                    count: 7,
+                    first: seen(40, 400),
+                    last: seen(80, 800),
+                }),
+                server_gap: Some((50, 1448)),
+                ..TcpMoments::default()
+            })),
+            ..Facts::default()
+        };
+        let capture = CaptureSummary {
+            file: f.capture.clone(),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        render(&Report::new(vec![capture], vec![f], 0), &mut out).unwrap();
+        let html = String::from_utf8(out).unwrap();
+        for want in [
+            "frame 1 · SYN<",
+            "frame 2 · SYN-ACK<",
+            "frame 40 · retransmission (first of 7)",
+            "frame 80 · last retransmission",
+            "frame 50 · capture gap: 1448 byte(s) not captured",
+            "frame 90 · RST · connection_reset",
+            "frame 91 · FIN",
+            "⋮ frames 3–39",
+            "time not known",
+        ] {
+            assert!(html.contains(want), "{want} missing");
+        }
+        // The reset's own arrow is drawn once, joined with what the finding says of it.
+        assert_eq!(html.matches("frame 90 ·").count(), 1);
     }
 }

@@ -101,6 +101,39 @@ pub struct CaptureSummary {
     /// With `--transactions`: each connection's HTTP requests and responses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_connections: Option<Vec<ConnectionReport>>,
+    /// HTTP requests over time by what answered them; absent when the capture holds none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
+}
+
+/// HTTP requests counted per time bucket by what answered them. The number of buckets is
+/// fixed (at most 512): a longer capture gets wider buckets, not more of them.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct Timeline {
+    /// RFC 3339 start of bucket 0.
+    pub start: String,
+    #[serde(skip)]
+    pub origin: crate::capture::Timestamp,
+    /// Each bucket's width in microseconds: 1 ms doubled as often as the capture needed.
+    pub bucket_us: u64,
+    /// The buckets that hold a request, in time order.
+    pub buckets: Vec<TimelineBucket>,
+    /// Requests whose time lies too far from the others to fit (a clock that jumped by years).
+    pub outside: u64,
+}
+
+/// One bucket: requests sent in `[start + index × bucket_us, start + (index + 1) × bucket_us)`.
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+pub struct TimelineBucket {
+    pub index: u32,
+    /// Answered with a final status below 400.
+    pub ok: u64,
+    /// Answered 4xx.
+    pub client_error: u64,
+    /// Answered 5xx.
+    pub server_error: u64,
+    /// No answer seen: the connection or the capture ended first.
+    pub no_response: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -198,6 +231,8 @@ pub struct Facts {
     pub excerpt: Option<String>,
     /// A front finding linked to its back leg: the request as the balancer saw it.
     pub timings: Option<Timings>,
+    /// The TCP moments of the connection, for its ladder; set once the connection has ended.
+    pub tcp: Option<Box<TcpMoments>>,
 }
 
 /// One request as a balancer saw it, in the measures balancers log (haproxy's Tq/Tw/Tc/Tr/Ta,
@@ -215,6 +250,35 @@ pub struct Timings {
     pub backend_response: Option<crate::capture::Duration>,
     /// The client's request to the end of the balancer's answer.
     pub total: Option<crate::capture::Duration>,
+}
+
+/// A repeated TCP event: how many, the first and the last.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Repeats {
+    pub count: u32,
+    pub first: Seen,
+    pub last: Seen,
+}
+
+/// What a flagged connection did at the TCP level, with frames and times.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TcpMoments {
+    /// The client's first SYN; `syns` only when it was sent more than once.
+    pub syn: Option<Seen>,
+    pub syns: Option<Repeats>,
+    pub syn_ack: Option<Seen>,
+    /// The server's RST answering the SYN.
+    pub handshake_rst: Option<Seen>,
+    pub client_fin: Option<Seen>,
+    pub server_fin: Option<Seen>,
+    /// The reset that ended the connection, and who sent it.
+    pub reset: Option<(Actor, Seen)>,
+    /// Data segments each side sent again.
+    pub client_retransmissions: Option<Repeats>,
+    pub server_retransmissions: Option<Repeats>,
+    /// The first capture gap in what each side sent (frame after it) and the bytes missing.
+    pub client_gap: Option<(u64, u64)>,
+    pub server_gap: Option<(u64, u64)>,
 }
 
 /// Which leg of a balancer a finding is on, in a capture that holds both.
