@@ -10,7 +10,7 @@ use crate::detect::{Context, Thresholds};
 use crate::flow::{Connection, FlowLimits, FlowStats};
 use crate::proto::http::{HttpLimits, Transaction};
 use crate::report::{
-    CaptureSummary, ConnectionReport, Finding, Report, TransactionReport, Warnings,
+    CapturePart, CaptureSummary, ConnectionReport, Finding, Report, TransactionReport, Warnings,
 };
 use crate::verdict;
 use judging::Judging;
@@ -83,6 +83,9 @@ pub struct Inputs {
 pub enum Input {
     /// A file to analyze, with its size when known (for progress).
     File { path: PathBuf, size: Option<u64> },
+    /// Files that are parts of one capture (tcpdump's rotated files, or `--join`), analyzed
+    /// as one continuous capture in the order of their first frames.
+    Joined { parts: Vec<PathBuf>, size: u64 },
     /// A directory that could not be listed; reported like an unreadable capture.
     Unlistable {
         path: PathBuf,
@@ -97,6 +100,7 @@ impl Inputs {
             .iter()
             .map(|e| match e {
                 Input::File { size, .. } => size.unwrap_or(0),
+                Input::Joined { size, .. } => *size,
                 Input::Unlistable { .. } => 0,
             })
             .sum()
@@ -177,7 +181,92 @@ pub fn collect_inputs<P: AsRef<Path>>(paths: &[P]) -> Inputs {
             }),
         }
     }
+    inputs.join_rotated();
     inputs
+}
+
+impl Inputs {
+    /// Every file becomes one part of a single capture (`--join`).
+    pub fn join_all(&mut self) {
+        let mut parts = Vec::new();
+        let mut size = 0;
+        let mut rest = Vec::new();
+        for e in self.entries.drain(..) {
+            match e {
+                Input::File { path, size: s } => {
+                    parts.push(path);
+                    size += s.unwrap_or(0);
+                }
+                Input::Joined { parts: p, size: s } => {
+                    parts.extend(p);
+                    size += s;
+                }
+                other => rest.push(other),
+            }
+        }
+        if !parts.is_empty() {
+            self.entries.push(Input::Joined { parts, size });
+        }
+        self.entries.extend(rest);
+    }
+
+    /// Files that tcpdump rotated (`-C`, `-W`: `x.pcap`, `x.pcap1`, `x.pcap2`, or `x.pcap0`,
+    /// `x.pcap1`, ...) become one capture, in the place of the first of them.
+    pub fn join_rotated(&mut self) {
+        let mut sets: HashMap<PathBuf, usize> = HashMap::new();
+        let mut entries: Vec<Input> = Vec::with_capacity(self.entries.len());
+        for e in self.entries.drain(..) {
+            let stem = match &e {
+                Input::File { path, .. } => rotation_stem(path),
+                _ => None,
+            };
+            let Some(stem) = stem else {
+                entries.push(e);
+                continue;
+            };
+            let Input::File { path, size } = e else {
+                unreachable!("only files have a stem")
+            };
+            match sets.get(&stem) {
+                Some(&at) => {
+                    if let Input::Joined { parts, size: s } = &mut entries[at] {
+                        parts.push(path);
+                        *s += size.unwrap_or(0);
+                    }
+                }
+                None => {
+                    sets.insert(stem, entries.len());
+                    entries.push(Input::Joined {
+                        parts: vec![path],
+                        size: size.unwrap_or(0),
+                    });
+                }
+            }
+        }
+        // A "set" of one file is just a file.
+        self.entries = entries
+            .into_iter()
+            .map(|e| match e {
+                Input::Joined { mut parts, size } if parts.len() == 1 => Input::File {
+                    path: parts.pop().expect("one part"),
+                    size: Some(size),
+                },
+                e => e,
+            })
+            .collect();
+    }
+}
+
+/// `x.pcap` for tcpdump's rotated `x.pcap`, `x.pcap1`, `x.pcap01`...: the name with the
+/// digits tcpdump appends after a capture extension removed.
+fn rotation_stem(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    let lower = stem.to_ascii_lowercase();
+    [".pcap", ".pcapng", ".cap"]
+        .iter()
+        .any(|ext| lower.ends_with(ext))
+        .then(|| path.with_file_name(stem))
 }
 
 fn walk(dir: &Path, visited: &mut HashSet<PathBuf>, inputs: &mut Inputs) {
@@ -269,6 +358,7 @@ pub fn analyze_inputs(
                     };
                     let analysis = match input {
                         Input::File { path, .. } => analyze_path(path, options),
+                        Input::Joined { parts, .. } => analyze_joined(parts, options),
                         Input::Unlistable { path, error } => unreadable(
                             path.display().to_string(),
                             CaptureError::Open {
@@ -337,6 +427,43 @@ fn merge(
         suppressed += analysis.suppressed;
     }
     (Report::new(captures, findings, suppressed), candidates)
+}
+
+/// Several files as one capture: each opened, put in the order of its first frame, and read
+/// one after the other with frame numbers running on, so a connection that spans two files is
+/// one connection. A part that cannot be opened is named in the warnings and left out.
+pub fn analyze_joined(parts: &[PathBuf], options: &Options) -> CaptureAnalysis {
+    let mut opened = Vec::new();
+    let mut failed = Vec::new();
+    for path in parts {
+        match CaptureReader::open_counted(path, options.progress.clone()) {
+            Ok(r) => opened.push((CaptureReader::first_timestamp(path), r)),
+            Err(e) => failed.push(e),
+        }
+    }
+    if opened.is_empty() {
+        let name = parts.first().map(|p| p.display().to_string());
+        return match failed.into_iter().next() {
+            Some(e) => unreadable(name.unwrap_or_default(), e),
+            None => unreadable(
+                String::new(),
+                CaptureError::Empty {
+                    path: String::new(),
+                },
+            ),
+        };
+    }
+    // Files without a frame sort first; they add nothing but their name.
+    opened.sort_by_key(|(first, _)| *first);
+    let mut warnings = Warnings::default();
+    for e in failed {
+        warnings.push(None, format!("part of the joined capture left out: {e}"));
+    }
+    analyze_readers(
+        opened.into_iter().map(|(_, r)| r).collect(),
+        warnings,
+        options,
+    )
 }
 
 pub fn analyze_path(path: &Path, options: &Options) -> CaptureAnalysis {
@@ -500,9 +627,41 @@ fn workers(options: &Options) -> usize {
 /// More workers than this only add queues.
 pub const MAX_THREADS: usize = 256;
 
-pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAnalysis {
-    let name = reader.name().to_string();
-    let mut warnings = Warnings::default();
+/// Reads the parts of a capture in order, numbering frames on from one part to the next.
+pub(crate) fn read_parts(
+    readers: &mut [CaptureReader],
+    warnings: &mut Warnings,
+    mut visit: impl FnMut(&Frame<'_>),
+) -> Vec<CapturePart> {
+    let mut parts = Vec::with_capacity(readers.len());
+    let mut next = 1;
+    for r in readers.iter_mut() {
+        r.number_from(next);
+        r.for_each_frame(warnings, &mut visit);
+        parts.push(CapturePart {
+            file: r.name().to_string(),
+            first_frame: next,
+            frames: r.frames_read() + 1 - next,
+        });
+        next = r.frames_read() + 1;
+    }
+    parts
+}
+
+pub fn analyze_reader(reader: CaptureReader, options: &Options) -> CaptureAnalysis {
+    analyze_readers(vec![reader], Warnings::default(), options)
+}
+
+/// One capture made of one or more files read in the order given.
+fn analyze_readers(
+    mut readers: Vec<CaptureReader>,
+    mut warnings: Warnings,
+    options: &Options,
+) -> CaptureAnalysis {
+    let name = readers
+        .first()
+        .map(|r| r.name().to_string())
+        .unwrap_or_default();
     let mut judging = Judging::new(&name, options);
     let mut intake = Intake::default();
     let n = workers(options);
@@ -519,20 +678,20 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
         judging.detectors.add(Box::new(collector));
     }
     let new_shard = || Shard::new(limits, options.http, share(options.max_protocol_buffers));
-    let shards = if n == 1 {
+    let (shards, parts) = if n == 1 {
         let mut shard = new_shard();
-        reader.for_each_frame(&mut warnings, |frame: &Frame<'_>| {
+        let parts = read_parts(&mut readers, &mut warnings, |frame: &Frame<'_>| {
             shard.clock(frame.ts);
             if let Some(packet) = intake.take(frame) {
                 shard.on_packet(frame, packet, &mut judging);
             }
         });
         shard.finish(&mut judging);
-        vec![shard]
+        (vec![shard], parts)
     } else {
         let shards = (0..n).map(|_| new_shard()).collect();
         threads::run(
-            &mut reader,
+            &mut readers,
             &mut warnings,
             &mut intake,
             shards,
@@ -679,17 +838,31 @@ pub fn analyze_reader(mut reader: CaptureReader, options: &Options) -> CaptureAn
     crate::detect::link_legs(&mut list, &mut balancers, &findings.answered);
     let mut log_candidates = findings.log_candidates;
     crate::accesslog::join::attach(&mut log_candidates, &list);
+    let mut formats: Vec<String> = Vec::new();
+    let mut link_types: Vec<String> = Vec::new();
+    for r in &readers {
+        let format = r.info.format.to_string();
+        if !formats.contains(&format) {
+            formats.push(format);
+        }
+        for l in &r.info.link_types {
+            if !link_types.contains(&l.name()) {
+                link_types.push(l.name());
+            }
+        }
+    }
     let mut summary = CaptureSummary {
         file: name,
-        format: reader.info.format.to_string(),
-        compressed: reader.info.compressed,
-        link_types: reader.info.link_types.iter().map(|l| l.name()).collect(),
-        packets: reader.frames_read(),
+        format: formats.join(", "),
+        compressed: readers.iter().any(|r| r.info.compressed),
+        link_types,
+        packets: readers.last().map_or(0, CaptureReader::frames_read),
         bytes,
         first_timestamp: first_ts.map(Timestamp::rfc3339),
         last_timestamp: last_ts.map(Timestamp::rfc3339),
         connections: stats.connections,
-        truncated: reader.info.truncated,
+        truncated: readers.iter().any(|r| r.info.truncated),
+        parts: if parts.len() > 1 { parts } else { Vec::new() },
         error: None,
         http_transactions,
         verdict: String::new(),
@@ -725,6 +898,20 @@ mod test {
         assert!(starts_like_capture(&captures.join("two-linktypes.pcapng")));
         assert!(!starts_like_capture(&captures.join("refused.truth.json")));
         assert!(!starts_like_capture(&captures.join("no-such-file")));
+    }
+
+    #[test]
+    fn test_rotation_stem_only_for_digits_after_a_capture_extension() {
+        let stem = |n: &str| rotation_stem(Path::new(n)).map(|p| p.display().to_string());
+        assert_eq!(stem("d/x.pcap1").as_deref(), Some("d/x.pcap"));
+        assert_eq!(stem("x.pcap").as_deref(), Some("x.pcap"));
+        assert_eq!(stem("x.pcapng012").as_deref(), Some("x.pcapng"));
+        assert_eq!(stem("x.CAP7").as_deref(), Some("x.CAP"));
+        // tcpdump -G names and editcap's splits carry digits before the extension: separate
+        // captures, not a rotation.
+        assert_eq!(stem("cap-101500.pcap").as_deref(), Some("cap-101500.pcap"));
+        assert_eq!(stem("x.pcap.gz"), None);
+        assert_eq!(stem("notes12"), None);
     }
 
     #[test]

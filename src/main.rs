@@ -79,6 +79,10 @@ struct AnalyzeArgs {
     /// out-of-order bytes and protocol buffers are shared out among them.
     #[arg(long, short = 't', value_name = "N")]
     threads: Option<usize>,
+    /// Analyze all the files given as one capture, in the order of their first frames (as
+    /// tcpdump's rotated files x.pcap, x.pcap1, ... are without this flag).
+    #[arg(long)]
+    join: bool,
     /// No progress bar on standard error (it is only shown on a terminal anyway).
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -241,7 +245,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = args.jobs.unwrap_or(cores).max(1);
-    let inputs = lbdiag::analyze::collect_inputs(&args.files);
+    let mut inputs = lbdiag::analyze::collect_inputs(&args.files);
+    if args.join {
+        inputs.join_all();
+    }
     let at_once = jobs.min(inputs.entries.len()).max(1);
     options.threads = args
         .threads

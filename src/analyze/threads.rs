@@ -10,13 +10,14 @@
 //! idle connections at the same frame as a single thread would. Rounds pass through bounded
 //! queues, so memory stays a few rounds' worth beyond what the shards hold.
 
-use super::Intake;
 use super::shard::{Judge, Moment, Shard};
+use super::{Intake, read_parts};
 use crate::capture::{CaptureReader, Frame, LinkType, Timestamp, Warnings};
 use crate::decode::{self, TooBig, Transport};
 use crate::flow::{ConnRef, Connection, Finalize, Seen, flow_hash};
 use crate::proto::App;
 use crate::proto::http::{FlawAt, HttpEvent, Transaction};
+use crate::report::CapturePart;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -308,12 +309,12 @@ impl Dealer {
 /// Analyzes the capture on `shards.len()` workers, judging their output in capture order.
 /// Returns the shards as the workers left them, for their counts.
 pub(crate) fn run(
-    reader: &mut CaptureReader,
+    readers: &mut [CaptureReader],
     warnings: &mut Warnings,
     intake: &mut Intake,
     shards: Vec<Shard>,
     judge: &mut impl Judge,
-) -> Vec<Shard> {
+) -> (Vec<Shard>, Vec<CapturePart>) {
     let n = shards.len();
     std::thread::scope(|scope| {
         let (spent_tx, spent_rx) = sync_channel(n * (QUEUED_ROUNDS + 2));
@@ -336,7 +337,7 @@ pub(crate) fn run(
                 entries: Vec::with_capacity(ROUND_FRAMES),
                 data: vec![Vec::new(); n],
             };
-            reader.for_each_frame(warnings, |frame| {
+            let parts = read_parts(readers, warnings, |frame| {
                 let Some(packet) = intake.take(frame) else {
                     dealer.deal(frame, None, false);
                     return;
@@ -358,6 +359,7 @@ pub(crate) fn run(
                 dealer.send();
             }
             // Dropping the senders tells the workers the capture has ended.
+            parts
         });
         let mut done: Vec<Option<Shard>> = (0..n).map(|_| None).collect();
         let mut batches: Vec<std::vec::IntoIter<Recorded>> = Vec::with_capacity(n);
@@ -375,8 +377,8 @@ pub(crate) fn run(
             }
             merge(&mut batches, judge);
         }
-        let _ = reading.join();
-        done.into_iter().flatten().collect()
+        let parts = reading.join().unwrap_or_default();
+        (done.into_iter().flatten().collect(), parts)
     })
 }
 

@@ -245,6 +245,23 @@ impl CaptureReader {
     }
 
     /// Frames read so far (the next frame's number minus one).
+    /// Numbers this file's frames on from `first`: the file continues a capture whose earlier
+    /// part was another file (tcpdump's rotated files, `--join`).
+    pub fn number_from(&mut self, first: u64) {
+        self.next_frame_number = first;
+    }
+
+    /// The time of the file's first frame, for putting the parts of a capture in order.
+    pub fn first_timestamp(path: &Path) -> Option<Timestamp> {
+        let mut reader = Self::open(path).ok()?;
+        let mut first = None;
+        reader.visit_frames(&mut Warnings::default(), |f| {
+            first = Some(f.ts);
+            false
+        });
+        first
+    }
+
     pub fn frames_read(&self) -> u64 {
         self.next_frame_number - 1
     }
@@ -258,6 +275,19 @@ impl CaptureReader {
     /// Calls `visit` with every frame in file order. Damage is reported in `warnings` and ends
     /// reading at that point; everything before it has been delivered.
     pub fn for_each_frame(&mut self, warnings: &mut Warnings, mut visit: impl FnMut(&Frame<'_>)) {
+        self.visit_frames(warnings, |f| {
+            visit(f);
+            true
+        })
+    }
+
+    /// Like [`for_each_frame`](Self::for_each_frame), stopping after a frame for which
+    /// `visit` returns false.
+    pub fn visit_frames(
+        &mut self,
+        warnings: &mut Warnings,
+        mut visit: impl FnMut(&Frame<'_>) -> bool,
+    ) {
         loop {
             let offset_before = self.inner.consumed();
             match self.inner.next() {
@@ -409,7 +439,10 @@ impl CaptureReader {
                         frame.number = self.next_frame_number;
                         self.next_frame_number += 1;
                         self.last_ts = frame.ts;
-                        visit(&frame);
+                        if !visit(&frame) {
+                            self.inner.consume(len);
+                            break;
+                        }
                     }
                     self.inner.consume(len);
                 }

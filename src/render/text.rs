@@ -249,6 +249,27 @@ fn render_capture(
             }
         ))
     )?;
+    if !c.parts.is_empty() {
+        // Frame numbers run on across the files; this maps them back to each file's own.
+        let parts: Vec<String> = c
+            .parts
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} (frames {}-{})",
+                    terminal_safe(&p.file),
+                    p.first_frame,
+                    (p.first_frame + p.frames).saturating_sub(1)
+                )
+            })
+            .collect();
+        writeln!(
+            w,
+            "Joined from {} files, frames numbered on across them: {}",
+            c.parts.len(),
+            parts.join(", ")
+        )?;
+    }
     writeln!(w, "{}", terminal_safe(&c.verdict))?;
 
     // Problems grouped by the status they explain; informational notes last and brief.

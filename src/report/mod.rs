@@ -104,6 +104,10 @@ pub struct CaptureSummary {
     /// HTTP requests over time by what answered them; absent when the capture holds none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Timeline>,
+    /// The files this capture was joined from (rotated files, `--join`), in the order read;
+    /// frame numbers run on from one to the next. Absent for a capture of one file.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<CapturePart>,
 }
 
 /// HTTP requests counted per time bucket by what answered them. The number of buckets is
@@ -134,6 +138,15 @@ pub struct TimelineBucket {
     pub server_error: u64,
     /// No answer seen: the connection or the capture ended first.
     pub no_response: u64,
+}
+
+/// One file of a capture joined from several.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct CapturePart {
+    pub file: String,
+    /// The capture's frame number of this file's first frame.
+    pub first_frame: u64,
+    pub frames: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
