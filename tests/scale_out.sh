@@ -27,7 +27,8 @@ trap 'rm -rf "$work"' EXIT
 
 # The captures a directory search finds, as docs/scale-out.md lists them.
 find captures -maxdepth 1 -type f \( -iname '*.pcap' -o -iname '*.pcapng' -o -iname '*.cap' \
-  -o -iname '*.pcap.gz' -o -iname '*.pcapng.gz' -o -iname '*.cap.gz' \) | LC_ALL=C sort > "$work/captures.txt"
+  -o -iname '*.pcap.gz' -o -iname '*.pcapng.gz' -o -iname '*.cap.gz' -o -iname '*.pcap[0-9]*' \) \
+  | LC_ALL=C sort > "$work/captures.txt"
 echo "scale_out: $(wc -l < "$work/captures.txt") captures"
 
 # 1. GNU parallel, as docs/scale-out.md shows it. A failed job fails the run here; a fleet
