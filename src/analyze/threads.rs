@@ -100,6 +100,9 @@ struct Recorder {
     frame: u64,
     order: Order,
     out: Vec<Recorded>,
+    /// At the end of the capture: where to send what is recorded as it grows, so finalizing
+    /// every connection still open (a SYN flood's million) is never all held at once.
+    flush_to: Option<SyncSender<Output>>,
 }
 
 impl Recorder {
@@ -114,6 +117,12 @@ impl Recorder {
             moment,
             event,
         });
+        if let Some(tx) = &self.flush_to
+            && self.out.len() >= ROUND_FRAMES
+        {
+            // A closed channel means the merge has stopped; what is left is dropped.
+            let _ = tx.send(Output::End(std::mem::take(&mut self.out)));
+        }
     }
 }
 
@@ -177,6 +186,8 @@ fn replay(event: Owned, moment: Moment, judge: &mut impl Judge) {
 
 enum Output {
     Round(Vec<Recorded>),
+    /// What finalizing the connections open at the end produced, in one or more parts.
+    End(Vec<Recorded>),
     Done(Box<Shard>),
 }
 
@@ -204,6 +215,7 @@ fn worker(
         frame: 0,
         order: Order::packet(0),
         out: Vec::new(),
+        flush_to: None,
     };
     for round in rounds {
         for e in round.entries.iter() {
@@ -237,8 +249,10 @@ fn worker(
         }
     }
     recorder.at_frame(u64::MAX);
+    recorder.flush_to = Some(out.clone());
     shard.finish(&mut recorder);
-    let _ = out.send(Output::Round(std::mem::take(&mut recorder.out)));
+    recorder.flush_to = None;
+    let _ = out.send(Output::End(std::mem::take(&mut recorder.out)));
     let _ = out.send(Output::Done(shard));
 }
 
@@ -363,23 +377,70 @@ pub(crate) fn run(
         });
         let mut done: Vec<Option<Shard>> = (0..n).map(|_| None).collect();
         let mut batches: Vec<std::vec::IntoIter<Recorded>> = Vec::with_capacity(n);
-        loop {
+        // Every worker gets every round, so they all reach the end in the same iteration.
+        let mut ended = false;
+        while !ended {
             batches.clear();
-            for (w, rx) in outputs.iter().enumerate() {
+            for rx in &outputs {
                 match rx.recv() {
                     Ok(Output::Round(batch)) => batches.push(batch.into_iter()),
-                    Ok(Output::Done(shard)) => done[w] = Some(*shard),
-                    Err(_) => {}
+                    Ok(Output::End(batch)) => {
+                        ended = true;
+                        batches.push(batch.into_iter());
+                    }
+                    Ok(Output::Done(_)) | Err(_) => {
+                        ended = true;
+                        batches.push(Vec::new().into_iter());
+                    }
                 }
             }
-            if batches.is_empty() {
-                break;
+            if !ended {
+                merge(&mut batches, judge);
             }
-            merge(&mut batches, judge);
         }
+        merge_end(&mut batches, &outputs, &mut done, judge);
         let parts = reading.join().unwrap_or_default();
         (done.into_iter().flatten().collect(), parts)
     })
+}
+
+/// Judges what the workers recorded at the end of the capture, in capture order: each sends
+/// it in parts, so the merge takes a worker's next part when it has used up the last one.
+fn merge_end(
+    batches: &mut [std::vec::IntoIter<Recorded>],
+    outputs: &[Receiver<Output>],
+    done: &mut [Option<Shard>],
+    judge: &mut impl Judge,
+) {
+    let mut finished = vec![false; batches.len()];
+    let mut heads: Vec<Option<Recorded>> = batches.iter_mut().map(Iterator::next).collect();
+    loop {
+        for w in 0..heads.len() {
+            while heads[w].is_none() && !finished[w] {
+                match outputs[w].recv() {
+                    Ok(Output::End(part)) | Ok(Output::Round(part)) => {
+                        batches[w] = part.into_iter();
+                        heads[w] = batches[w].next();
+                    }
+                    Ok(Output::Done(shard)) => {
+                        done[w] = Some(*shard);
+                        finished[w] = true;
+                    }
+                    Err(_) => finished[w] = true,
+                }
+            }
+        }
+        let next = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(w, h)| h.as_ref().map(|r| (r.order, w)))
+            .min();
+        let Some((_, w)) = next else {
+            return;
+        };
+        let r = std::mem::replace(&mut heads[w], batches[w].next()).expect("present");
+        replay(r.event, r.moment, judge);
+    }
 }
 
 /// Judges a round's recordings from every worker in capture order. Each worker's are in order
