@@ -736,6 +736,7 @@ fn analyze_readers(
         ..
     } = judging;
     let findings = detectors.finish(&ctx);
+    let unlisted = findings.unlisted();
     if shed > 0 {
         warnings.push(
             None,
@@ -835,7 +836,12 @@ fn analyze_readers(
     let mut list = findings.list;
     list.sort_by(|a, b| a.packets.first().cmp(&b.packets.first()));
     let mut balancers = findings.balancers;
-    crate::detect::link_legs(&mut list, &mut balancers, &findings.answered);
+    crate::detect::link_legs(
+        &mut list,
+        &mut balancers,
+        &findings.answered,
+        &findings.http_clients,
+    );
     let mut log_candidates = findings.log_candidates;
     crate::accesslog::join::attach(&mut log_candidates, &list);
     let mut formats: Vec<String> = Vec::new();
@@ -870,6 +876,7 @@ fn analyze_readers(
         balancers,
         http_connections: listing.map(|l| l.connections),
         timeline: findings.timeline,
+        unlisted,
     };
     summary.verdict = verdict::verdict(&summary, &list);
     CaptureAnalysis {

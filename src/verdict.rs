@@ -400,6 +400,20 @@ pub fn verdict(capture: &CaptureSummary, findings: &[Finding]) -> String {
         g.0 += 1;
         g.2.extend(f.facts.status);
     }
+    // Findings past the cap on repeats were counted, not listed: they count here all the same.
+    for u in &capture.unlisted {
+        if u.kind == Kind::ErrorStatus && u.status.is_none_or(|s| s < 500) {
+            continue;
+        }
+        if let Some(g) = groups
+            .iter_mut()
+            .find(|((_, kind, _, server), _)| *kind == u.kind && *server == u.server)
+            .map(|(_, g)| g)
+        {
+            g.0 += u.count as usize;
+            g.2.extend(u.status);
+        }
+    }
     let mut text = if groups.is_empty() {
         let infos = findings.len();
         format!(

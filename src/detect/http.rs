@@ -432,7 +432,7 @@ fn response(subject: &Subject, txn: &Transaction, ctx: &Context<'_>, out: &mut F
             .with(facts_of(Some(txn), None)),
         );
     }
-    if status >= 400 && out.accepts(Kind::ErrorStatus, subject.server) {
+    if status >= 400 && out.accepts_status(subject.server, status) {
         let server_error = status >= 500;
         out.push(
             Draft {

@@ -81,7 +81,15 @@ pub struct Legs {
     /// address, back address): a balancer only if the back address is never a client of the front
     /// one, which unrelated clients asking the same thing of different servers are.
     other_address: HashMap<(IpAddr, IpAddr), Candidate, foldhash::fast::RandomState>,
+    /// Requests each address sent as a client (up to `PAIRS_KEPT` addresses).
+    sent: HashMap<IpAddr, u64, foldhash::fast::RandomState>,
+    /// Requests each address received as a server (as bounded).
+    received: HashMap<IpAddr, u64, foldhash::fast::RandomState>,
 }
+
+/// Addresses a balancer host sends from besides its own, at most: more than this many
+/// "second interfaces" for one front address are unrelated clients asking popular URLs.
+const MAX_OTHER_BACK_ADDRESSES: usize = 4;
 
 /// Client and server address pairs remembered, at most.
 const PAIRS_KEPT: usize = 65_536;
@@ -107,6 +115,12 @@ impl Legs {
         }
         if self.pairs.len() < PAIRS_KEPT {
             self.pairs.insert((client.ip(), server.ip()));
+        }
+        if self.sent.len() < PAIRS_KEPT || self.sent.contains_key(&client.ip()) {
+            *self.sent.entry(client.ip()).or_default() += 1;
+        }
+        if self.received.len() < PAIRS_KEPT || self.received.contains_key(&server.ip()) {
+            *self.received.entry(server.ip()).or_default() += 1;
         }
         if t.forwarded
             && let Some(c) = self.candidate(client.ip())
@@ -206,12 +220,32 @@ impl Legs {
     fn balancers(&mut self) -> Vec<BalancerReport> {
         // A request that left from another address counts only when that address never spoke
         // to the front one as a client: a host's second interface does not, a client does.
+        // A host's second interface sends mostly forwarded requests; a client that asked a
+        // popular URL of another server at the same moment sends mostly its own.
         let other = std::mem::take(&mut self.other_address);
+        let mut accepted: BTreeMap<IpAddr, Vec<(IpAddr, Candidate)>> = BTreeMap::new();
         for ((front, back_from), found) in other {
             if self.pairs.contains(&(back_from, front)) || self.servers.contains(&back_from) {
                 continue;
             }
-            if let Some(c) = self.candidate(front) {
+            let sent = self.sent.get(&back_from).copied().unwrap_or(0);
+            if found.forwarded * 2 < sent {
+                continue;
+            }
+            accepted.entry(front).or_default().push((back_from, found));
+        }
+        for (front, found) in accepted {
+            // A balancer forwards much of what it receives; unrelated servers share a popular
+            // URL with another one now and then.
+            let forwarded: u64 = found.iter().map(|(_, c)| c.forwarded).sum();
+            let received = self.received.get(&front).copied().unwrap_or(0);
+            if found.len() > MAX_OTHER_BACK_ADDRESSES || forwarded * 3 < received {
+                continue;
+            }
+            for (_, found) in found {
+                let Some(c) = self.candidate(front) else {
+                    continue;
+                };
                 c.forwarded += found.forwarded;
                 c.back_from.extend(found.back_from);
                 c.front.extend(found.front);
@@ -269,6 +303,7 @@ impl Detector for Legs {
     fn finish(&mut self, _ctx: &Context<'_>, out: &mut Findings) {
         out.balancers = self.balancers();
         out.answered = std::mem::take(&mut self.answered).into();
+        out.http_clients = self.sent.keys().copied().collect();
     }
 }
 
@@ -337,6 +372,7 @@ pub fn link(
     findings: &mut Vec<Finding>,
     balancers: &mut Vec<BalancerReport>,
     answered: &[Answered],
+    http_clients: &std::collections::HashSet<IpAddr>,
 ) {
     let flows: Vec<(Option<SocketAddr>, Option<SocketAddr>)> = findings
         .iter()
@@ -372,11 +408,23 @@ pub fn link(
             let others = known
                 .iter()
                 .any(|(x, from)| *x != server.ip() && from.contains(&bc.ip()));
+            // A client of X itself is X's client, not an address X reaches backends from:
+            // on a busy server without a balancer, other clients' failures fall in the window.
+            let client_of_x = flows
+                .iter()
+                .any(|&(c, s)| c.map(|c| c.ip()) == Some(bc.ip()) && s == Some(server));
+            // An address X is not known to send from counts for a balancer the traffic already
+            // showed, or when it never sent a request of its own (a host's second interface
+            // whose every attempt failed): otherwise any client failing at that moment, on a
+            // busy server without a balancer, would make X one.
+            let known_x =
+                known.iter().any(|(x, _)| *x == server.ip()) || !http_clients.contains(&bc.ip());
             !others
+                && !client_of_x
                 && bc.ip() != client.ip()
                 && bs.ip() != server.ip()
                 && (bc.ip() == server.ip()
-                    || b.facts.at.ts >= f.facts.request_at.map_or(start, |r| r.ts))
+                    || known_x && b.facts.at.ts >= f.facts.request_at.map_or(start, |r| r.ts))
                 && matches!(
                     b.kind,
                     Kind::HandshakeRefused | Kind::SynUnanswered | Kind::ConnectionReset
@@ -535,6 +583,13 @@ const RESTART_WINDOW: Duration = Duration::from_millis(100);
 
 /// One server that closed or reset several connections with requests in flight at once: the
 /// process died (and the refusals after it say it was not back yet).
+/// Whether `server` finished answering a request strictly between two moments.
+fn answered_between(answered: &[Answered], server: &str, from: Timestamp, to: Timestamp) -> bool {
+    answered
+        .iter()
+        .any(|a| a.response > from && a.response < to && a.server.to_string() == server)
+}
+
 fn restarts(findings: &mut Vec<Finding>, answered: &[Answered]) {
     let died = |f: &Finding| match f.kind {
         Kind::ClosedBeforeResponse | Kind::ResponseBodyTruncated => true,
@@ -564,7 +619,16 @@ fn restarts(findings: &mut Vec<Finding>, answered: &[Answered]) {
                 .iter()
                 .filter_map(|&i| findings[i].facts.connection)
                 .collect();
-            if connections.len() >= 2 {
+            // A server that went on answering while its connections died did not go down.
+            let last = findings[deaths[end]].facts.at.ts;
+            // Nor did one that answered, after they died, a request it had before.
+            let survived = answered
+                .iter()
+                .any(|a| a.request < first && a.response > last && a.server.to_string() == server);
+            if connections.len() >= 2
+                && !survived
+                && !answered_between(answered, &server, first, last)
+            {
                 made.push((server.clone(), group));
             }
             start = end + 1;
@@ -585,6 +649,7 @@ fn restarts(findings: &mut Vec<Finding>, answered: &[Answered]) {
                 f.kind == Kind::HandshakeRefused
                     && f.flow.server == server
                     && f.facts.at.ts >= down.ts
+                    && !answered_between(answered, &server, down.ts, f.facts.at.ts)
             })
             .map(|(i, _)| i)
             .collect();
@@ -912,7 +977,7 @@ mod test {
             back: vec![],
             forwarded_requests: 1,
         }];
-        link(&mut list, &mut balancers, &[]);
+        link(&mut list, &mut balancers, &[], &Default::default());
         assert_eq!(list[1].leg, Some(Leg::Front));
         assert_eq!(list[0].leg, Some(Leg::Back));
         assert_eq!(list[2].leg, None);
@@ -954,7 +1019,7 @@ mod test {
             back: vec![],
             forwarded_requests: 0,
         }];
-        link(&mut list, &mut balancers, &[]);
+        link(&mut list, &mut balancers, &[], &Default::default());
         assert_eq!(list[0].kind, Kind::SlowResponse);
         assert_eq!(list[0].causes[0].status, 504);
         assert_eq!(list[1].explained_by, vec![0]);
@@ -978,7 +1043,7 @@ mod test {
         );
         let mut list = vec![refused, front];
         let mut balancers = Vec::new();
-        link(&mut list, &mut balancers, &[]);
+        link(&mut list, &mut balancers, &[], &Default::default());
         assert_eq!(balancers.len(), 1);
         assert_eq!(list[1].explained_by, vec![0]);
     }
@@ -1088,7 +1153,7 @@ mod test {
             report("10.71.0.2", "10.71.1.2"),
             report("10.71.0.3", "10.71.0.3"),
         ];
-        link(&mut list, &mut balancers, &[]);
+        link(&mut list, &mut balancers, &[], &Default::default());
         assert_eq!(list[0].explained_by, vec![1]);
         assert_eq!(list[2].explained_by, vec![3]);
         assert_eq!(balancers[0].back_addresses, vec!["10.71.1.2".to_string()]);

@@ -18,7 +18,7 @@ use crate::decode::TooBig;
 use crate::flow::{ConnRef, Connection, RoleSource, Seen};
 use crate::proto::http::{HttpConn, HttpEvent};
 use crate::proto::tls::TlsConn;
-use crate::report::{BalancerReport, Cause, Facts, Finding, Flow, Kind, Severity};
+use crate::report::{BalancerReport, Cause, Facts, Finding, Flow, Kind, Severity, Unlisted};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -81,7 +81,7 @@ const MAX_LISTED: usize = 20_000;
 /// same failure stays readable and bounded; the rest are counted.
 pub struct Findings {
     pub list: Vec<Finding>,
-    per_group: HashMap<(Kind, String), u32>,
+    per_group: HashMap<GroupKey, GroupCount>,
     max_per_group: u32,
     pub suppressed: u64,
     /// Findings about connections still open (judged as a transaction completed), by
@@ -92,10 +92,22 @@ pub struct Findings {
     /// Requests answered below 400, remembered (boundedly) to tell a back-leg failure the
     /// balancer recovered from by retrying.
     pub answered: Vec<Answered>,
+    /// Addresses seen sending HTTP requests (as far as the legs' bounded memory goes).
+    pub http_clients: std::collections::HashSet<std::net::IpAddr>,
     /// With `--access-log`: the transactions some log line could be (`accesslog::Collector`).
     pub log_candidates: Vec<crate::accesslog::Candidate>,
     /// Requests over time, for the report's timeline.
     pub timeline: Option<crate::report::Timeline>,
+}
+
+/// What the cap on repeated findings counts by: kind and server, and for `error_status` the
+/// status too, so a report can say how many requests got each status.
+type GroupKey = (Kind, String, Option<u16>);
+
+#[derive(Default)]
+struct GroupCount {
+    listed: u32,
+    unlisted: u64,
 }
 
 /// A request that got an answer below 400.
@@ -119,6 +131,7 @@ impl Findings {
             awaiting_end: HashMap::new(),
             balancers: Vec::new(),
             answered: Vec::new(),
+            http_clients: std::collections::HashSet::new(),
             log_candidates: Vec::new(),
             timeline: None,
         }
@@ -143,18 +156,46 @@ impl Findings {
     /// Whether a finding of this kind about this server would still be listed; detectors ask
     /// first so a flood of the same failure costs a counter, not a finding built and dropped.
     pub fn accepts(&mut self, kind: Kind, server: SocketAddr) -> bool {
-        if self.list.len() >= MAX_LISTED {
-            self.suppressed += 1;
-            return false;
-        }
-        let key = (kind, server.to_string());
-        match self.per_group.get(&key) {
-            Some(n) if *n >= self.max_per_group => {
+        self.accepts_key((kind, server.to_string(), None))
+    }
+
+    /// [`Findings::accepts`] for an `error_status` finding, counted by its status.
+    pub fn accepts_status(&mut self, server: SocketAddr, status: u16) -> bool {
+        self.accepts_key((Kind::ErrorStatus, server.to_string(), Some(status)))
+    }
+
+    fn accepts_key(&mut self, key: GroupKey) -> bool {
+        let full = self.list.len() >= MAX_LISTED;
+        match self.per_group.get_mut(&key) {
+            Some(n) if full || n.listed >= self.max_per_group => {
+                n.unlisted += 1;
+                self.suppressed += 1;
+                false
+            }
+            None if full => {
+                self.per_group.entry(key).or_default().unlisted += 1;
                 self.suppressed += 1;
                 false
             }
             _ => true,
         }
+    }
+
+    /// Findings counted but not listed, by group, in a fixed order.
+    pub fn unlisted(&self) -> Vec<Unlisted> {
+        let mut out: Vec<Unlisted> = self
+            .per_group
+            .iter()
+            .filter(|(_, n)| n.unlisted > 0)
+            .map(|((kind, server, status), n)| Unlisted {
+                kind: *kind,
+                server: server.clone(),
+                status: *status,
+                count: n.unlisted,
+            })
+            .collect();
+        out.sort_by(|a, b| (a.kind, &a.server, a.status).cmp(&(b.kind, &b.server, b.status)));
+        out
     }
 
     pub(crate) fn push(&mut self, f: impl Into<Made>) {
@@ -166,19 +207,21 @@ impl Findings {
     fn push_about(&mut self, f: Finding, open: Option<u64>) {
         // The per-group cap bounds one failure repeated; this bounds a capture that fails
         // against many servers at once (a scan): memory must not follow the capture's length.
-        if self.list.len() >= MAX_LISTED {
-            self.suppressed += 1;
-            return;
-        }
+        let status = match f.kind {
+            Kind::ErrorStatus => f.causes.first().map(|c| c.status),
+            _ => None,
+        };
+        let full = self.list.len() >= MAX_LISTED;
         let n = self
             .per_group
-            .entry((f.kind, f.flow.server.clone()))
+            .entry((f.kind, f.flow.server.clone(), status))
             .or_default();
-        if *n >= self.max_per_group {
+        if full || n.listed >= self.max_per_group {
+            n.unlisted += 1;
             self.suppressed += 1;
             return;
         }
-        *n += 1;
+        n.listed += 1;
         if let Some(serial) = open {
             self.awaiting_end
                 .entry(serial)
@@ -463,8 +506,9 @@ pub fn link_legs(
     findings: &mut Vec<Finding>,
     balancers: &mut Vec<BalancerReport>,
     answered: &[Answered],
+    http_clients: &std::collections::HashSet<std::net::IpAddr>,
 ) {
-    legs::link(findings, balancers, answered);
+    legs::link(findings, balancers, answered, http_clients);
 }
 
 /// What a detector decides about a connection; [`Draft::finish`] adds what every finding shares.

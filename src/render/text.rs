@@ -294,7 +294,7 @@ fn render_capture(
 
 /// A large capture: a ranked table of the problem groups, then a few examples of each.
 fn ranked(c: &CaptureSummary, all: &[Finding], style: Style, w: &mut dyn Write) -> io::Result<()> {
-    let groups: Vec<_> = super::group::groups(&c.file, all, true)
+    let mut groups: Vec<_> = super::group::groups(&c.file, all, true)
         .into_iter()
         .filter(|g| g.severity > Severity::Info)
         .collect();
@@ -305,19 +305,45 @@ fn ranked(c: &CaptureSummary, all: &[Finding], style: Style, w: &mut dyn Write) 
         "  {:>4}  {:<6} {:<24} {:<24} {:>8} {:>6} {:>7}  first .. last",
         "#", "status", "cause", "server", "findings", "conns", "share"
     )?;
+    // Findings past the cap on repeats were counted, not listed; each count goes to the first
+    // (largest) group of its kind and server, of its status for error_status.
+    let mut unlisted = vec![0u64; groups.len()];
+    for u in &c.unlisted {
+        if let Some(i) = groups.iter().position(|g| {
+            g.kind == u.kind && g.server == u.server && (u.status.is_none() || g.status == u.status)
+        }) {
+            unlisted[i] += u.count;
+        }
+    }
+    // Ranked by what happened, listed or not: severity, then count (stable, so first
+    // appearance breaks ties as before).
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&i| {
+        (
+            std::cmp::Reverse(groups[i].severity),
+            std::cmp::Reverse(groups[i].findings.len() as u64 + unlisted[i]),
+        )
+    });
+    let unlisted: Vec<u64> = order.iter().map(|&i| unlisted[i]).collect();
+    let mut slots: Vec<Option<_>> = groups.drain(..).map(Some).collect();
+    groups = order.iter().filter_map(|&i| slots[i].take()).collect();
     for (rank, g) in groups.iter().enumerate() {
+        let count = g.findings.len() as u64 + unlisted[rank];
         let connections: std::collections::BTreeSet<u64> = g
             .findings
             .iter()
             .filter_map(|(_, f)| f.facts.connection)
             .collect();
-        let share = if c.http_transactions > 0 {
-            format!(
-                "{:.2}%",
-                g.findings.len() as f64 * 100.0 / c.http_transactions as f64
-            )
-        } else {
-            "-".into()
+        let share = match c.http_transactions {
+            0 => "-".into(),
+            all => {
+                let share = count as f64 * 100.0 / all as f64;
+                if share < 0.01 {
+                    "<0.01%".into()
+                } else {
+                    format!("{share:.2}%")
+                }
+            }
         };
         writeln!(
             w,
@@ -326,25 +352,31 @@ fn ranked(c: &CaptureSummary, all: &[Finding], style: Style, w: &mut dyn Write) 
             g.status.map_or("-".to_string(), |s| s.to_string()),
             g.kind.as_str(),
             terminal_safe(g.server),
-            g.findings.len(),
+            count,
             connections.len(),
             share,
             g.first_time(),
             g.last_time()
         )?;
     }
-    for g in &groups {
+    for (g, unlisted) in groups.iter().zip(unlisted) {
         writeln!(w)?;
+        let count = g.findings.len() as u64 + unlisted;
         writeln!(
             w,
             "{}",
             style.bold(&format!(
-                "{} {} on {}: {} finding{}, {} .. {}",
+                "{} {} on {}: {} finding{}{}, {} .. {}",
                 g.status.map_or("-".to_string(), |s| s.to_string()),
                 g.kind,
                 terminal_safe(g.server),
-                g.findings.len(),
-                if g.findings.len() == 1 { "" } else { "s" },
+                count,
+                if count == 1 { "" } else { "s" },
+                if unlisted > 0 {
+                    format!(" ({} listed, --max-findings)", g.findings.len())
+                } else {
+                    String::new()
+                },
                 g.first_time(),
                 g.last_time()
             ))

@@ -104,6 +104,10 @@ pub struct CaptureSummary {
     /// HTTP requests over time by what answered them; absent when the capture holds none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Timeline>,
+    /// Findings counted but not listed, because a group (kind and server; for `error_status`
+    /// the status too) reached `--max-findings`, or the capture reached its overall limit.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unlisted: Vec<Unlisted>,
     /// The files this capture was joined from (rotated files, `--join`), in the order read;
     /// frame numbers run on from one to the next. Absent for a capture of one file.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -138,6 +142,17 @@ pub struct TimelineBucket {
     pub server_error: u64,
     /// No answer seen: the connection or the capture ended first.
     pub no_response: u64,
+}
+
+/// Findings of one group that were counted but not listed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Unlisted {
+    pub kind: Kind,
+    pub server: String,
+    /// For `error_status`: the status these findings are about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub count: u64,
 }
 
 /// One file of a capture joined from several.

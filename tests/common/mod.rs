@@ -4,6 +4,8 @@
 
 use etherparse::PacketBuilder;
 
+pub mod busy;
+
 pub const SYN: u8 = 0x02;
 pub const ACK: u8 = 0x10;
 pub const PSH: u8 = 0x08;
