@@ -324,9 +324,16 @@ impl Collector {
             .flatten()
         {
             // An upstream that gave no status may still have sent part of an answer; nginx
-            // logs its own 502/504 as the upstream's status when the backend failed or was
-            // too slow, whatever (if anything) the backend sent later.
-            if status.is_none() || status == t.status || matches!(status, Some(502 | 504)) {
+            // logs its own 504 as the upstream's status when the backend was too slow,
+            // whatever it sent later, and its own 502 when the backend failed: never for a
+            // whole, well-formed answer of another status.
+            let failed = t.response_complete.is_none() || !t.flaws.is_empty();
+            let fits = match status {
+                None | Some(504) => true,
+                Some(502) => t.status.is_none_or(|s| s == 502) || failed,
+                s => s == t.status,
+            };
+            if fits {
                 self.offer(Candidate {
                     at,
                     via: Via::Upstream,
