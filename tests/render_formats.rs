@@ -161,6 +161,7 @@ fn test_joined_view_hostile_strings_escaped() {
         flow: Some(r.findings[0].flow.clone()),
         back_flow: None,
         back_capture: None,
+        back_packets: None,
         packets: vec![1],
         findings: vec![0],
         summary: nasty.into(),

@@ -636,15 +636,26 @@ fn log_match(
     findings: &[Finding],
 ) -> LogMatch {
     let main = front.or(back);
-    let mut packets: Vec<u64> = [front, back]
-        .into_iter()
-        .flatten()
-        .flat_map(|c| [c.request.or(Some(c.start)), c.response])
-        .flatten()
-        .map(|s| s.frame)
-        .collect();
-    packets.sort_unstable();
-    packets.dedup();
+    // Frame numbers are per capture: the back leg's go in a list of their own when it was
+    // captured elsewhere.
+    let elsewhere = back.filter(|b| main.is_some_and(|m| m.capture != b.capture));
+    let frames_of = |legs: &[Option<&Candidate>]| {
+        let mut v: Vec<u64> = legs
+            .iter()
+            .flatten()
+            .flat_map(|c| [c.request.or(Some(c.start)), c.response])
+            .flatten()
+            .map(|s| s.frame)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let packets = match elsewhere {
+        Some(_) => frames_of(&[front]),
+        None => frames_of(&[front, back]),
+    };
+    let back_packets = elsewhere.map(|b| frames_of(&[Some(b)]));
     let mut linked: Vec<usize> = [front, back]
         .into_iter()
         .flatten()
@@ -673,6 +684,7 @@ fn log_match(
         flow: main.map(flow_of),
         back_flow: back.filter(|_| front.is_some()).map(flow_of),
         back_capture: back.filter(|_| front.is_some()).map(|c| c.capture.clone()),
+        back_packets,
         packets,
         findings: linked,
         summary,
@@ -715,8 +727,17 @@ fn sentence(
     match root {
         Some(f) => {
             let shown: Vec<String> = f.packets.iter().take(6).map(u64::to_string).collect();
-            s.push_str(&format!(": {} (frames {})", f.kind, shown.join(", ")));
+            // A finding from another host's capture: its frames are that file's, and its
+            // clock is not the request's.
+            let here = f.capture == c.capture;
+            let place = if here {
+                String::new()
+            } else {
+                format!(" in {}", f.capture)
+            };
+            s.push_str(&format!(": {}{place} (frames {})", f.kind, shown.join(", ")));
             if let Some(q) = c.request
+                && here
                 && f.facts.at.ts > q.ts
             {
                 s.push_str(&format!(

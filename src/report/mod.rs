@@ -393,6 +393,10 @@ pub struct LogMatch {
     /// different hosts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub back_capture: Option<String>,
+    /// Frames of the back connection's request and response in `back_capture`, when that is
+    /// another capture than `capture` (then `packets` holds only the front's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub back_packets: Option<Vec<u64>>,
     /// Frames of the matched requests and responses.
     pub packets: Vec<u64>,
     /// Indexes into `findings`: those on the matched connections and what explains them.
