@@ -323,12 +323,18 @@ fn render_logs(r: &Report, w: &mut dyn Write) -> io::Result<()> {
                 }
                 None => "no match".to_string(),
             };
-            let frames: Vec<String> = m
-                .packets
-                .iter()
-                .take(SHOWN_FRAMES)
-                .map(u64::to_string)
-                .collect();
+            let list = |p: &[u64]| {
+                p.iter()
+                    .take(SHOWN_FRAMES)
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut frames = list(&m.packets);
+            // Another capture's frame numbers, apart.
+            if let Some(b) = &m.back_packets {
+                let _ = write!(frames, "; back: {}", list(b));
+            }
             let mut found = String::new();
             for &i in &m.findings {
                 if let Some(f) = r.findings.get(i) {
@@ -348,7 +354,7 @@ fn render_logs(r: &Report, w: &mut dyn Write) -> io::Result<()> {
                 escape(m.upstream_status.as_deref().unwrap_or("")),
                 crate::accesslog::join::class_name(m.class),
                 escape(&connection),
-                frames.join(", "),
+                frames,
                 escape(&m.summary)
             )?;
         }
