@@ -19,6 +19,19 @@
 #   haproxy.pcap + haproxy.log   haproxy's option httplog (stdout): 200, 503 refused (SC--),
 #                                504 server timeout (sH--), 502 reset mid-head (SH--), 503
 #                                passed through (----)
+#   trace.pcap + trace.log       nginx sets X-Request-Id: $request_id for its backend and logs
+#                                $request_id; three identical GET /flaky at once, twice, to a
+#                                backend that resets one of each three: on the back leg only the
+#                                trace id tells the lines apart. Then a refused and a reset backend.
+#   trace.pcap + trace-alb.log   the same requests in the AWS ALB format, each with the
+#                                X-Amzn-Trace-Id its client sent; clock 0.75 s AHEAD
+#   hosts-client.pcap + hosts-backend.pcap + trace.log
+#                                the same traffic captured on the client's link and on the
+#                                backend's, the first moved 1.5 s ahead and the second 7.25 s
+#                                behind with editcap -t (hosts.json: each line's frames on both)
+#   nginx.pcap + balancer-alb.log  nginx.pcap's traffic in the AWS ALB format, written from
+#                                balancer.jsonl, clock 4.5 s BEHIND (section alb: no root needed)
+# Sections: `bash make-accesslog-captures.sh [base] [trace] [alb]`, all by default.
 # Truth files (NAME.truth.json beside each log): for every 4xx/5xx line, the client, the request
 # and response frames read with tshark, the class from the line itself, and the finding kinds
 # that must explain it; tests/accesslog.rs checks lbdiag against them.
@@ -27,6 +40,11 @@
 # 10.72.1.2 behind; tcpdump runs here) -- als (backends 10.72.1.3). Offloads off.
 # Needs root, iproute2, ethtool, tcpdump, tshark, curl, nginx, haproxy, python3. ~40 s.
 set -euo pipefail
+
+# Sections to make (default: all): base (nginx.*, haproxy.*, balancer.*), trace (trace.*,
+# hosts-*), alb (balancer-alb.*, from the shipped balancer.jsonl; needs no root).
+sections=" ${*:-base trace alb} "
+want() { [[ $sections == *" $1 "* ]]; }
 
 here=$(cd "$(dirname "$0")" && pwd)
 tools=$here/tools
@@ -38,7 +56,8 @@ work=$(mktemp -d /tmp/alcap.XXXXXX)
 chmod 755 "$work"
 log() { printf '%s\n' "$*" | tee -a "$work/run.log"; }
 
-[ "$(id -u)" = 0 ] || { echo "run as root: sudo bash $0" >&2; exit 1; }
+want base || want trace || NO_NET=1
+[ -n "${NO_NET:-}" ] || [ "$(id -u)" = 0 ] || { echo "run as root: sudo bash $0" >&2; exit 1; }
 for tool in ip ethtool tcpdump tshark curl nginx haproxy ss; do
   command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
@@ -47,6 +66,7 @@ cleanup() {
   set +e
   for p in $(jobs -p); do kill "$p" 2>/dev/null; done   # this script's own jobs only
   [ -s "$work/nginx/nginx.pid" ] && kill -QUIT "$(cat "$work/nginx/nginx.pid")" 2>/dev/null
+  [ -s "$work/nginx-trace/nginx.pid" ] && kill -QUIT "$(cat "$work/nginx-trace/nginx.pid")" 2>/dev/null
   sleep 0.3
   for ns in $C $B $S; do ip netns del $ns 2>/dev/null; done
   [ -n "${KEEP_WORK:-}" ] && echo "work dir kept: $work" || rm -rf "$work"
@@ -107,6 +127,7 @@ ports() { # front back...: the filter of a run's ports
   echo "$f"
 }
 
+if want base; then
 # --- nginx: one server block per case, each with its own back port
 ng=$work/nginx
 mkdir -p "$ng/tmp"
@@ -242,4 +263,119 @@ o=$work/out
 "$PY" "$tools/accesslog_truth.py" truth "$o/haproxy.pcap" "$o/haproxy.log" haproxy_httplog "$work/kinds.json" "$o/haproxy.truth.json"
 mkdir -p "$out"
 cp "$o"/* "$out/"
+fi
+
+# --- trace ids, and the same traffic captured on two hosts whose clocks disagree
+# nginx sets X-Request-Id: $request_id on what it forwards and logs $request_id; each client sends
+# its own X-Amzn-Trace-Id. Three tcpdumps: on the balancer (-i any), on the client's link (alc0)
+# and on the backend's link (als0); the client's capture is then moved 1.5 s ahead with
+# editcap -t and the backend's 7.25 s behind, as if taken on hosts with those clocks.
+if want trace; then
+tn=$work/nginx-trace
+mkdir -p "$tn/tmp"
+cat > "$tn/nginx.conf" <<NGINX
+worker_processes 1;
+pid $tn/nginx.pid;
+error_log $tn/error.log info;
+events { worker_connections 256; }
+http {
+  log_format trace '\$remote_addr:\$remote_port [\$time_local] "\$request" \$status up=\$upstream_addr ups=\$upstream_status rt=\$request_time rid=\$request_id';
+  log_format export escape=json '{"msec":"\$msec","remote_addr":"\$remote_addr","remote_port":"\$remote_port","status":"\$status","upstream_status":"\$upstream_status","upstream_addr":"\$upstream_addr","request_time":"\$request_time","upstream_response_time":"\$upstream_response_time","request_method":"\$request_method","request_uri":"\$request_uri","server_port":"\$server_port","server_addr":"\$server_addr","amzn":"\$http_x_amzn_trace_id"}';
+  access_log $tn/access.log trace;
+  access_log $tn/export.log export;
+  client_body_temp_path $tn/tmp/body;
+  proxy_temp_path $tn/tmp/proxy;
+  fastcgi_temp_path $tn/tmp/fastcgi;
+  uwsgi_temp_path $tn/tmp/uwsgi;
+  scgi_temp_path $tn/tmp/scgi;
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_set_header X-Request-Id \$request_id;
+  proxy_connect_timeout 2s;
+  proxy_read_timeout 2s;
+  proxy_next_upstream off;
+  server { listen $BF:8401; location / { proxy_pass http://$S1:9401; } }
+  server { listen $BF:8402; location / { proxy_pass http://$S1:9402; } }
+  server { listen $BF:8403; location / { proxy_pass http://$S1:9403; } }
+}
+NGINX
+ip netns exec $B env TZ=UTC nginx -p "$tn" -c "$tn/nginx.conf" -e "$tn/error.log"
+for _ in $(seq 50); do [ -s "$tn/nginx.pid" ] && break; sleep 0.1; done
+ip netns exec $S "$PY" "$tools/accesslog_truth.py" flaky-server $S1 9401 20 >>"$work/run.log" 2>&1 &
+wait_listen $S1 9401
+peer reset-head 9403 20
+tf="$(ports 8401 8402 8403 9401 9402 9403)"
+: > "$work/hosts-client.tcpdump.err"; : > "$work/hosts-backend.tcpdump.err"
+ip netns exec $C tcpdump -U --immediate-mode -n -s 4096 -B 16384 -Z root -i alc0 \
+  -w "$work/hosts-client.raw.pcap" "$tf" 2>"$work/hosts-client.tcpdump.err" &
+cap_client=$!
+ip netns exec $S tcpdump -U --immediate-mode -n -s 4096 -B 16384 -Z root -i als0 \
+  -w "$work/hosts-backend.raw.pcap" "$tf" 2>"$work/hosts-backend.tcpdump.err" &
+cap_backend=$!
+for f in hosts-client hosts-backend; do
+  for _ in $(seq 50); do grep -q "listening on" "$work/$f.tcpdump.err" && break; sleep 0.1; done
+done
+cap_start trace "$tf"
+# Three requests at once, twice: the flaky backend resets one of each three, so identical
+# requests to one backend in the same second fail or not, and only the trace id tells which.
+for round in 1 2; do
+  for i in 1 2 3; do
+    ip netns exec $C curl -sS -o /dev/null --max-time 10 \
+      -H "X-Amzn-Trace-Id: Root=1-$(printf '%08x' $((0x6a4e0000 + round)))-$(printf '%024x' $((round * 10 + i)))" \
+      "http://$BF:8401/flaky" 2>>"$work/curl.err" &
+  done
+  sleep 1.5
+  log "round $round sent"
+done
+sleep 1
+curl_c -H "X-Amzn-Trace-Id: Root=1-6a4e0003-000000000000000000000031" "http://$BF:8402/cart"       # refused: 502
+curl_c -H "X-Amzn-Trace-Id: Root=1-6a4e0003-000000000000000000000032" "http://$BF:8403/invoice/7"  # reset mid-head: 502
+cap_stop
+for p in $cap_client $cap_backend; do kill -INT "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+kill -QUIT "$(cat "$tn/nginx.pid")"; sleep 0.5
+log "--- trace access log"; tee -a "$work/run.log" < "$tn/access.log"
+for n in trace hosts-client hosts-backend; do
+  grep -q "^0 packets dropped by kernel" "$work/$n.tcpdump.err" || { echo "$n: tcpdump dropped frames" >&2; exit 1; }
+done
+CLIENT_SHIFT=1.5; BACKEND_SHIFT=-7.25
+editcap -t "$CLIENT_SHIFT" "$work/hosts-client.raw.pcap" "$work/hosts-client.pcap"
+editcap -t "$BACKEND_SHIFT" "$work/hosts-backend.raw.pcap" "$work/hosts-backend.pcap"
+tq=$work/trace-out
+mkdir -p "$tq"
+cp "$work/trace.pcap" "$work/hosts-client.pcap" "$work/hosts-backend.pcap" "$tq/"
+cp "$tn/access.log" "$tq/trace.log"
+cat > "$work/trace-kinds.json" <<'KINDS'
+{
+  "/flaky": ["connection_reset", "closed_before_response"],
+  "/cart": ["handshake_refused"],
+  "/invoice/7": ["connection_reset", "malformed_response", "closed_before_response"]
+}
+KINDS
+TLF='$remote_addr:$remote_port [$time_local] "$request" $status up=$upstream_addr ups=$upstream_status rt=$request_time rid=$request_id'
+"$PY" "$tools/accesslog_truth.py" trace-truth "$tq/trace.pcap" "$tq/hosts-client.pcap" \
+  "$tq/hosts-backend.pcap" "$tq/trace.log" "$work/trace-kinds.json" "$tq/trace.truth.json" \
+  "$tq/hosts.json" "$CLIENT_SHIFT" "$BACKEND_SHIFT" -- --log-format "$TLF"
+"$PY" "$tools/accesslog_truth.py" trace-alb-log "$tn/export.log" "$tq/trace-alb.log"
+"$PY" "$tools/accesslog_truth.py" truth "$tq/trace.pcap" "$tq/trace-alb.log" aws_alb \
+  "$work/trace-kinds.json" "$tq/trace-alb.truth.json" --offset-ms 750
+mkdir -p "$out"
+cp "$tq"/* "$out/"
+fi
+
+# --- the AWS ALB format: nginx.pcap's traffic rewritten from balancer.jsonl, clock 4.5 s behind
+if want alb; then
+"$PY" "$tools/accesslog_truth.py" alb-log "$out/balancer.jsonl" "$out/balancer-alb.log"
+cat > "$work/alb-kinds.json" <<'KINDS'
+{
+  "/cart": ["handshake_refused"],
+  "/invoice/7": ["connection_reset", "malformed_response", "closed_before_response"],
+  "/search?q=chair": ["slow_response", "no_response"],
+  "/maintenance": ["error_status"],
+  "/export": ["client_closed_early", "connection_reset", "no_response"]
+}
+KINDS
+"$PY" "$tools/accesslog_truth.py" truth "$out/nginx.pcap" "$out/balancer-alb.log" aws_alb \
+  "$work/alb-kinds.json" "$out/balancer-alb.truth.json" --offset-ms -4500
+fi
+
 log "done: $(ls "$out" | tr '\n' ' ')"

@@ -44,14 +44,29 @@ fn json_report_example_is_current() {
 
 /// The text report `lbdiag analyze CAPTURE` prints, run from the crate root as the docs show it.
 fn text_report(capture: &str) -> String {
+    analyze(&[capture])
+}
+
+fn analyze(args: &[&str]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = assert_cmd::Command::cargo_bin("lbdiag")
         .unwrap()
         .current_dir(root)
-        .args(["analyze", capture])
+        .arg("analyze")
+        .args(args)
         .output()
         .unwrap();
     String::from_utf8(out.stdout).expect("the text report is UTF-8")
+}
+
+/// The access-log part of `lbdiag analyze ARGS`: from its first `== access log` heading to the
+/// end of the report.
+fn access_log_section(args: &[&str]) -> String {
+    let report = analyze(args);
+    let at = report
+        .find("== access log ")
+        .unwrap_or_else(|| panic!("lbdiag analyze {args:?} shows no access log"));
+    report[at..].trim_end().to_string()
 }
 
 /// The part of a text report that shows `kind`: the capture's heading and verdict, then the
@@ -92,36 +107,47 @@ fn excerpt(report: &str, kind: &str) -> Option<String> {
 /// `<!-- example: CAPTURE [KIND] -->` followed by a ```text block holding the text report of
 /// CAPTURE, or its excerpt for KIND. Returns how many blocks it found.
 fn check_examples(doc: &Path) -> usize {
-    const MARK: &str = "<!-- example: ";
+    check_marked(doc, "<!-- example: ", |words| {
+        let capture = words[0];
+        let report = text_report(capture);
+        match words.get(1) {
+            Some(k) => excerpt(&report, k)
+                .unwrap_or_else(|| panic!("{}: {capture} shows no {k}", doc.display())),
+            None => report.trim_end().to_string(),
+        }
+    })
+}
+
+/// The same for `<!-- example-log: ARGS -->`: the block holds the access-log section of
+/// `lbdiag analyze ARGS` (ARGS split at spaces).
+fn check_log_examples(doc: &Path) -> usize {
+    check_marked(doc, "<!-- example-log: ", access_log_section)
+}
+
+fn check_marked(doc: &Path, mark: &str, want: impl Fn(&[&str]) -> String) -> usize {
     let text = std::fs::read_to_string(doc).unwrap();
     let mut fresh = String::new();
     let mut rest = text.as_str();
     let mut stale = Vec::new();
     let mut found = 0;
-    while let Some(i) = rest.find(MARK) {
-        let after = &rest[i + MARK.len()..];
+    while let Some(i) = rest.find(mark) {
+        let after = &rest[i + mark.len()..];
         let close = after
             .find(" -->\n")
             .expect("an example marker ends with -->");
-        let mut words = after[..close].split_whitespace();
-        let capture = words.next().expect("the marker names a capture");
-        let kind = words.next();
+        let words: Vec<&str> = after[..close].split_whitespace().collect();
+        let capture = *words.first().expect("the marker names a capture");
         let body = &after[close + " -->\n".len()..];
         let body = body
             .strip_prefix("```text\n")
             .unwrap_or_else(|| panic!("{}: a ```text block follows {capture}", doc.display()));
         let end = body.find("```\n").expect("the text block ends");
         let shown = body[..end].trim_end_matches('\n');
-        let report = text_report(capture);
-        let want = match kind {
-            Some(k) => excerpt(&report, k)
-                .unwrap_or_else(|| panic!("{}: {capture} shows no {k}", doc.display())),
-            None => report.trim_end().to_string(),
-        };
+        let want = want(&words);
         if shown != want {
             stale.push(capture.to_string());
         }
-        fresh.push_str(&rest[..i + MARK.len() + close + " -->\n".len()]);
+        fresh.push_str(&rest[..i + mark.len() + close + " -->\n".len()]);
         fresh.push_str("```text\n");
         fresh.push_str(&want);
         fresh.push_str("\n```\n");
@@ -196,4 +222,10 @@ fn kind_page_examples_are_current() {
 fn readme_report_is_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     assert!(check_examples(&root.join("README.md")) >= 1);
+}
+
+#[test]
+fn readme_access_log_example_is_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert_eq!(check_log_examples(&root.join("README.md")), 1);
 }

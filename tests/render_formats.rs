@@ -2,7 +2,7 @@
 //! no secret in any of them, every JSONL line a JSON object, and JUnit that validates against
 //! the common schema (tests/schemas/junit.xsd) with xmllint.
 
-use lbdiag::render::{render_jsonl, render_junit, render_markdown};
+use lbdiag::render::{render_html, render_jsonl, render_junit, render_markdown};
 use lbdiag::report::{CaptureSummary, Cause, Finding, Flow, Kind};
 use lbdiag::{FailOn, Options, Report, Severity};
 use std::path::Path;
@@ -84,6 +84,106 @@ fn hostile() -> Report {
         ..Default::default()
     };
     Report::new(vec![capture, unreadable], vec![finding], 0)
+}
+
+/// A shipped capture with the log its balancer wrote (haproxy's httplog: a refusal, a reset, a
+/// timeout and a passed-through 503), joined.
+fn report_with_log() -> Report {
+    let index = lbdiag::accesslog::LogIndex::load(
+        &["captures/access-logs/haproxy.log"],
+        &Default::default(),
+        lbdiag::capture::Duration::from_secs(60),
+    )
+    .unwrap();
+    let options = Options {
+        access_logs: Some(std::sync::Arc::new(index)),
+        ..Options::default()
+    };
+    lbdiag::analyze_paths(&["captures/access-logs/haproxy.pcap"], &options)
+}
+
+#[test]
+fn test_joined_view_snapshots() {
+    let r = report_with_log();
+    assert!(!r.log_matches.is_empty());
+    insta::assert_snapshot!("jsonl_access_log_haproxy", jsonl(&r));
+    insta::assert_snapshot!("junit_access_log_haproxy", junit(&r, ERROR));
+    let mut out = Vec::new();
+    render_html(&r, &mut out).unwrap();
+    let html = String::from_utf8(out).unwrap();
+    let logs = &html[html.find("<section class=\"log\"").unwrap()..];
+    insta::assert_snapshot!("html_access_log_haproxy", logs);
+}
+
+#[test]
+fn test_junit_with_access_log_validates_and_counts_lines() {
+    let r = report_with_log();
+    let xml = junit(&r, ERROR);
+    let lines = xml.matches("classname=\"lbdiag.access_log\"").count();
+    assert_eq!(lines, r.log_matches.len());
+    assert_eq!(
+        attribute(&xml, "testsuites", "tests"),
+        xml.matches("<testcase ").count()
+    );
+    assert_eq!(
+        attribute(&xml, "testsuites", "failures"),
+        xml.matches("<failure ").count()
+    );
+    if xmllint() {
+        for fail_on in [ERROR, FailOn::Severity(Severity::Info), FailOn::Never] {
+            validate(&junit(&r, fail_on), "capture with its access log");
+        }
+    }
+}
+
+#[test]
+fn test_joined_view_hostile_strings_escaped() {
+    let nasty = "<script>alert(1)</script> & \"q\" ]]> \u{0}\u{1b}[31m\n</td>\u{fffe}";
+    let mut r = hostile();
+    r.logs.push(lbdiag::report::LogReport {
+        path: format!("{nasty}.log"),
+        notes: vec![nasty.into()],
+        ..Default::default()
+    });
+    r.log_matches.push(lbdiag::report::LogMatch {
+        log: format!("{nasty}.log"),
+        line: 1,
+        time: nasty.into(),
+        client: Some(nasty.into()),
+        request: Some(nasty.into()),
+        status: 502,
+        upstream_status: Some(nasty.into()),
+        upstream_addr: Some(nasty.into()),
+        class: None,
+        termination: Some(nasty.into()),
+        matched_by: Some("client_port"),
+        capture: Some(nasty.into()),
+        flow: Some(r.findings[0].flow.clone()),
+        back_flow: None,
+        back_capture: None,
+        back_packets: None,
+        packets: vec![1],
+        findings: vec![0],
+        summary: nasty.into(),
+    });
+    let mut out = Vec::new();
+    render_html(&r, &mut out).unwrap();
+    let html = String::from_utf8(out).unwrap();
+    let logs = &html[html.find("<section class=\"log\"").unwrap()..];
+    assert!(
+        !logs.contains("<script>") && !logs.contains("</td>\u{fffe}"),
+        "{logs}"
+    );
+    assert!(!logs.contains('\u{0}') && !logs.contains('\u{1b}'));
+    for line in jsonl(&r).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["type"].is_string());
+    }
+    let xml = junit(&r, ERROR);
+    assert!(xml.contains("lbdiag.access_log") && !xml.contains("<script>"));
+    if xmllint() {
+        validate(&xml, "hostile access log");
+    }
 }
 
 #[test]

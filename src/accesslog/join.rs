@@ -1,7 +1,8 @@
 //! Joining log lines to captured transactions. The logs are read first and indexed by what a
 //! capture can show of a line: the client's address and port (a client or proxy capture), the
 //! client's address and the request (a log without ports), or the backend tried and the request
-//! (a backend capture, where the client port is the balancer's). While a capture is analyzed,
+//! (a backend capture, where the client port is the balancer's), and the trace id the request
+//! carried (`X-Amzn-Trace-Id`, `X-Request-Id`), which beats them all. While a capture is analyzed,
 //! [`Collector`] (a detector) keeps only the transactions some line could be: memory follows the
 //! log, not the capture. When every capture is done, [`join`] finds each pair of log and
 //! capture's clock offset from the lines that matched one transaction only, then picks each
@@ -32,9 +33,11 @@ pub struct LogIndex {
     by_client_request: HashMap<(IpAddr, u64), Vec<LineRef>>,
     /// (backend, request) -> lines, with the status that backend gave (`None`: none).
     by_upstream: HashMap<(SocketAddr, u64), Vec<Attempt>>,
-    /// Backends that gave no answer, for connections that never carried a request (refused,
-    /// unanswered SYNs).
+    /// Backends that gave no answer (or nginx's 502/504 for one it never reached), for
+    /// connections that never carried a request (refused, unanswered SYNs).
     by_silent_upstream: HashMap<SocketAddr, Vec<LineRef>>,
+    /// A trace id's [`trace_key`] -> lines.
+    by_trace: HashMap<String, Vec<LineRef>>,
     /// How far a log's clock may be from a capture's (`--max-clock-offset`).
     pub max_offset: Duration,
 }
@@ -48,6 +51,10 @@ pub enum Via {
     ClientPort,
     ClientRequest,
     Upstream,
+    /// The request carried the line's trace id, on the front leg or the back one.
+    Trace {
+        front: bool,
+    },
 }
 
 impl Via {
@@ -56,11 +63,20 @@ impl Via {
             Via::ClientPort => "client_port",
             Via::ClientRequest => "client_request",
             Via::Upstream => "upstream_request",
+            Via::Trace { .. } => "trace_id",
         }
     }
 
     fn front(self) -> bool {
-        self != Via::Upstream
+        match self {
+            Via::Upstream => false,
+            Via::Trace { front } => front,
+            _ => true,
+        }
+    }
+
+    fn is_trace(self) -> bool {
+        matches!(self, Via::Trace { .. })
     }
 }
 
@@ -105,6 +121,27 @@ pub fn request_key(method: &str, target: &str) -> u64 {
     foldhash::fast::FixedState::with_seed(0x6c6f_6773).hash_one((method, target))
 }
 
+/// The part of a trace id that a log and a request agree on: AWS's header gains `Self=` and
+/// `Sampled=` fields as it passes balancers while its `Root=` stays; other ids are taken whole.
+pub fn trace_key(id: &str) -> &str {
+    id.split(';')
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("Root="))
+        .unwrap_or(id.trim())
+}
+
+/// Whether a transaction carrying a line's trace id is the line's front connection (the
+/// logged client's) rather than the balancer's own to a backend.
+fn trace_is_front(line: &LogLine, client: SocketAddr, server: SocketAddr) -> bool {
+    if line.client() == Some(client) {
+        return true;
+    }
+    if line.upstreams().iter().any(|(a, _)| *a == Some(server)) {
+        return false;
+    }
+    line.client_ip == Some(client.ip())
+}
+
 impl LogIndex {
     /// Reads every log; a log that cannot be read, or has no parsable line, is an error naming it.
     pub fn load(
@@ -142,6 +179,13 @@ impl LogIndex {
                     }
                     _ => {}
                 }
+                if let Some(id) = &line.trace_id {
+                    index
+                        .by_trace
+                        .entry(trace_key(id).to_string())
+                        .or_default()
+                        .push(at);
+                }
                 for (addr, status) in line.upstreams() {
                     let Some(addr) = addr else { continue };
                     if let Some(k) = key {
@@ -151,7 +195,9 @@ impl LogIndex {
                             .or_default()
                             .push((at, status));
                     }
-                    if status.is_none() {
+                    // nginx logs its own 502 (refused) or 504 (connect timeout) as the status
+                    // of a backend it never reached.
+                    if matches!(status, None | Some(502 | 504)) {
                         index.by_silent_upstream.entry(addr).or_default().push(at);
                     }
                 }
@@ -193,10 +239,16 @@ impl Collector {
         let Some(line) = self.index.line(c.at) else {
             return;
         };
-        if !self.index.in_window(line, c.start.ts) {
+        // A trace id is the line's whatever the clocks say.
+        if !c.via.is_trace() && !self.index.in_window(line, c.start.ts) {
             return;
         }
-        let distance = |c: &Candidate| (line.mid().0.saturating_sub(c.start.ts.0)).abs();
+        let distance = |c: &Candidate| {
+            if c.via.is_trace() {
+                return 0;
+            }
+            (line.mid().0.saturating_sub(c.start.ts.0)).abs()
+        };
         let list = self.kept.entry(c.at).or_default();
         if list.len() < PER_LINE {
             list.push(c);
@@ -223,6 +275,23 @@ impl Collector {
             ..base.clone()
         };
         let index = self.index.clone();
+        let mut ids = t.trace_ids.iter().map(trace_key);
+        let (first, second) = (ids.next(), ids.next());
+        for id in [first, second.filter(|s| Some(*s) != first)]
+            .into_iter()
+            .flatten()
+        {
+            for &at in index.by_trace.get(id).into_iter().flatten() {
+                if let Some(line) = index.line(at) {
+                    let front = trace_is_front(line, c.client, c.server);
+                    self.offer(Candidate {
+                        at,
+                        via: Via::Trace { front },
+                        ..c.clone()
+                    });
+                }
+            }
+        }
         let front_ok = |line: &LogLine| t.status.is_none() || t.status == Some(line.status);
         for &at in index.by_client.get(&c.client).into_iter().flatten() {
             if index.line(at).is_some_and(front_ok) {
@@ -255,9 +324,16 @@ impl Collector {
             .flatten()
         {
             // An upstream that gave no status may still have sent part of an answer; nginx
-            // logs its own 502/504 as the upstream's status when the backend failed or was
-            // too slow, whatever (if anything) the backend sent later.
-            if status.is_none() || status == t.status || matches!(status, Some(502 | 504)) {
+            // logs its own 504 as the upstream's status when the backend was too slow,
+            // whatever it sent later, and its own 502 when the backend failed: never for a
+            // whole, well-formed answer of another status.
+            let failed = t.response_complete.is_none() || !t.flaws.is_empty();
+            let fits = match status {
+                None | Some(504) => true,
+                Some(502) => t.status.is_none_or(|s| s == 502) || failed,
+                s => s == t.status,
+            };
+            if fits {
                 self.offer(Candidate {
                     at,
                     via: Via::Upstream,
@@ -456,8 +532,16 @@ pub fn join(report: &mut Report, index: &LogIndex, candidates: Vec<Candidate>) {
                 continue;
             };
             for front in [true, false] {
-                let mut these = list.iter().filter(|c| c.via.front() == front);
-                if let (Some(c), None) = (these.next(), these.next())
+                let leg: Vec<&Candidate> = list.iter().filter(|c| c.via.front() == front).collect();
+                let traced = leg.iter().any(|c| c.via.is_trace());
+                // The same transaction may come by its trace id and another key.
+                let mut these: Vec<&Candidate> = leg
+                    .into_iter()
+                    .filter(|c| !traced || c.via.is_trace())
+                    .collect();
+                these.sort_by_key(|c| (&c.capture, c.connection, c.start.frame));
+                these.dedup_by_key(|c| (&c.capture, c.connection, c.start.frame));
+                if let [c] = these[..]
                     && c.via != Via::ClientRequest
                 {
                     samples
@@ -490,8 +574,20 @@ pub fn join(report: &mut Report, index: &LogIndex, candidates: Vec<Candidate>) {
             };
             let list = per_line.get(&at).map(Vec::as_slice).unwrap_or(&[]);
             let pick = |front: bool| {
-                list.iter()
-                    .filter(|c| c.via.front() == front)
+                let leg = || list.iter().filter(move |c| c.via.front() == front);
+                let distance = |c: &Candidate| {
+                    let off = offset_of.get(&c.capture).copied().unwrap_or(0);
+                    (sample(line, c).0 - off).abs()
+                };
+                // The strongest key: no time window, only the nearest when a retry sent the
+                // same id twice.
+                if let Some(c) = leg()
+                    .filter(|c| c.via.is_trace())
+                    .min_by_key(|c| distance(c))
+                {
+                    return Some(c);
+                }
+                leg()
                     .filter_map(|c| {
                         let off = offset_of.get(&c.capture).copied().unwrap_or(0);
                         let (at, within) = sample(line, c);
@@ -540,15 +636,26 @@ fn log_match(
     findings: &[Finding],
 ) -> LogMatch {
     let main = front.or(back);
-    let mut packets: Vec<u64> = [front, back]
-        .into_iter()
-        .flatten()
-        .flat_map(|c| [c.request.or(Some(c.start)), c.response])
-        .flatten()
-        .map(|s| s.frame)
-        .collect();
-    packets.sort_unstable();
-    packets.dedup();
+    // Frame numbers are per capture: the back leg's go in a list of their own when it was
+    // captured elsewhere.
+    let elsewhere = back.filter(|b| main.is_some_and(|m| m.capture != b.capture));
+    let frames_of = |legs: &[Option<&Candidate>]| {
+        let mut v: Vec<u64> = legs
+            .iter()
+            .flatten()
+            .flat_map(|c| [c.request.or(Some(c.start)), c.response])
+            .flatten()
+            .map(|s| s.frame)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let packets = match elsewhere {
+        Some(_) => frames_of(&[front]),
+        None => frames_of(&[front, back]),
+    };
+    let back_packets = elsewhere.map(|b| frames_of(&[Some(b)]));
     let mut linked: Vec<usize> = [front, back]
         .into_iter()
         .flatten()
@@ -576,6 +683,8 @@ fn log_match(
         capture: main.map(|c| c.capture.clone()),
         flow: main.map(flow_of),
         back_flow: back.filter(|_| front.is_some()).map(flow_of),
+        back_capture: back.filter(|_| front.is_some()).map(|c| c.capture.clone()),
+        back_packets,
         packets,
         findings: linked,
         summary,
@@ -618,8 +727,17 @@ fn sentence(
     match root {
         Some(f) => {
             let shown: Vec<String> = f.packets.iter().take(6).map(u64::to_string).collect();
-            s.push_str(&format!(": {} (frames {})", f.kind, shown.join(", ")));
+            // A finding from another host's capture: its frames are that file's, and its
+            // clock is not the request's.
+            let here = f.capture == c.capture;
+            let place = if here {
+                String::new()
+            } else {
+                format!(" in {}", f.capture)
+            };
+            s.push_str(&format!(": {}{place} (frames {})", f.kind, shown.join(", ")));
             if let Some(q) = c.request
+                && here
                 && f.facts.at.ts > q.ts
             {
                 s.push_str(&format!(
@@ -723,4 +841,39 @@ fn log_report(
 /// A line's class when its log says nothing of the upstream; kept for renderers.
 pub fn class_name(c: Option<LineClass>) -> &'static str {
     c.map_or("not logged", LineClass::as_str)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_trace_key_keeps_the_root_of_an_aws_id() {
+        assert_eq!(
+            trace_key("Self=1-67-aa;Root=1-58337262-36d228ad;Sampled=1"),
+            "1-58337262-36d228ad"
+        );
+        assert_eq!(trace_key("Root=1-58337262-36d228ad"), "1-58337262-36d228ad");
+        assert_eq!(trace_key(" 5f3c9a "), "5f3c9a");
+    }
+
+    #[test]
+    fn test_trace_is_front_by_client_then_by_backend() {
+        let mut line = LogLine::new(
+            1,
+            super::super::time::any("2024-05-01T10:42:07Z").unwrap(),
+            TimeIs::End,
+            502,
+        );
+        line.client_ip = Some("10.0.0.1".parse().unwrap());
+        line.client_port = Some(4000);
+        line.upstream_addr = Some("10.0.3.7:8080".into());
+        let (c, b, s) = (
+            "10.0.0.1:4000".parse().unwrap(),
+            "10.0.1.2:5000".parse().unwrap(),
+            "10.0.3.7:8080".parse().unwrap(),
+        );
+        assert!(trace_is_front(&line, c, "10.0.0.2:80".parse().unwrap()));
+        assert!(!trace_is_front(&line, b, s));
+    }
 }

@@ -247,6 +247,9 @@ pub fn render(r: &Report, w: &mut dyn Write) -> io::Result<()> {
             .collect();
         render_capture(ci, c, &mine, &r.findings, w)?;
     }
+    if !r.logs.is_empty() {
+        render_logs(r, w)?;
+    }
     if r.summary.suppressed > 0 {
         writeln!(
             w,
@@ -256,6 +259,126 @@ pub fn render(r: &Report, w: &mut dyn Write) -> io::Result<()> {
         )?;
     }
     writeln!(w, "</body>\n</html>")
+}
+
+/// The access logs (`--access-log`): per log what was read and each clock offset found, then a
+/// table of its reported lines with their class, matched frames and the findings (linked) on
+/// their connections, the sentence that tells it, and the error findings no line mentions.
+fn render_logs(r: &Report, w: &mut dyn Write) -> io::Result<()> {
+    for (li, log) in r.logs.iter().enumerate() {
+        writeln!(w, "<section class=\"log\" id=\"log{li}\">")?;
+        writeln!(w, "<h2>Access log {}</h2>", escape(&log.path))?;
+        let mut meta = format!(
+            "{}: {} lines read, {} skipped, {} reported, {} matched a captured transaction.",
+            log.format, log.lines_read, log.lines_skipped, log.lines_reported, log.lines_matched
+        );
+        for o in &log.clock_offsets {
+            let _ = write!(
+                meta,
+                " Log clock {:+.3} s from {} ({} matches).",
+                o.offset_ms / 1000.0,
+                o.capture,
+                o.samples
+            );
+        }
+        writeln!(w, "<p class=\"meta\">{}</p>", escape(&meta))?;
+        for n in &log.notes {
+            writeln!(w, "<p class=\"verdict\">{}</p>", escape(n))?;
+        }
+        if !log.skipped.is_empty() {
+            writeln!(w, "<details><summary>Skipped lines</summary><ul>")?;
+            for sk in &log.skipped {
+                writeln!(w, "<li>line {}: {}</li>", sk.line, escape(&sk.reason))?;
+            }
+            writeln!(w, "</ul></details>")?;
+        }
+        let rows: Vec<_> = r.log_matches.iter().filter(|m| m.log == log.path).collect();
+        if rows.is_empty() {
+            writeln!(w, "</section>")?;
+            continue;
+        }
+        writeln!(
+            w,
+            "<table class=\"evidence\">\n<tr><th>line</th><th>status</th><th>upstream</th>\
+             <th>class</th><th>connection</th><th>frames</th><th>findings</th></tr>"
+        )?;
+        for m in rows {
+            let connection = match &m.flow {
+                Some(f) => {
+                    let mut c = format!("{} → {}", f.client, f.server);
+                    if let Some(cap) = &m.capture {
+                        let _ = write!(c, " in {cap}");
+                    }
+                    if let Some(b) = &m.back_flow {
+                        let _ = write!(c, "; back {} → {}", b.client, b.server);
+                        if let Some(cap) = m
+                            .back_capture
+                            .as_ref()
+                            .filter(|b| Some(*b) != m.capture.as_ref())
+                        {
+                            let _ = write!(c, " in {cap}");
+                        }
+                    }
+                    c
+                }
+                None => "no match".to_string(),
+            };
+            let list = |p: &[u64]| {
+                p.iter()
+                    .take(SHOWN_FRAMES)
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut frames = list(&m.packets);
+            // Another capture's frame numbers, apart.
+            if let Some(b) = &m.back_packets {
+                let _ = write!(frames, "; back: {}", list(b));
+            }
+            let mut found = String::new();
+            for &i in &m.findings {
+                if let Some(f) = r.findings.get(i) {
+                    let _ = write!(
+                        found,
+                        "<a href=\"#f{i}\"><code>{}</code></a> ",
+                        escape(f.kind.as_str())
+                    );
+                }
+            }
+            writeln!(
+                w,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td>\
+                 <td>{}</td><td>{found}<br><span class=\"muted\">{}</span></td></tr>",
+                m.line,
+                m.status,
+                escape(m.upstream_status.as_deref().unwrap_or("")),
+                crate::accesslog::join::class_name(m.class),
+                escape(&connection),
+                frames,
+                escape(&m.summary)
+            )?;
+        }
+        writeln!(w, "</table>\n</section>")?;
+    }
+    if let Some(unlogged) = r.unlogged_findings.as_ref().filter(|u| !u.is_empty()) {
+        writeln!(
+            w,
+            "<section class=\"log\">\n<h3>Error findings no log line mentions</h3>\n<ul>"
+        )?;
+        for &i in unlogged {
+            if let Some(f) = r.findings.get(i) {
+                writeln!(
+                    w,
+                    "<li><a href=\"#f{i}\"><code>{}</code></a> in {}: {}</li>",
+                    escape(f.kind.as_str()),
+                    escape(&f.capture),
+                    escape(&f.summary)
+                )?;
+            }
+        }
+        writeln!(w, "</ul>\n</section>")?;
+    }
+    Ok(())
 }
 
 fn plural(n: usize) -> &'static str {

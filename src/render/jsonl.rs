@@ -1,7 +1,8 @@
 //! `--format jsonl`: JSON Lines for loading into a database; one object per line, each with a
 //! `type` and the `capture` file it belongs to. Per capture, in order: its `capture` record, its
-//! `finding` records, then a `story` record for each finding that something explains. The
-//! record types are documented in docs/report-formats.md.
+//! `finding` records, then a `story` record for each finding that something explains. Then, per
+//! access log (`--access-log`), its `log` record and a `log_line` record for each line it
+//! reports. The record types are documented in docs/report-formats.md.
 
 use crate::report::{Finding, Report};
 use serde::Serialize;
@@ -36,6 +37,23 @@ pub fn render(report: &Report, w: &mut dyn Write) -> io::Result<()> {
             record.insert("finding".into(), brief(i, f));
             record.insert("explained_by".into(), Value::Array(because));
             line(w, "story", record)?;
+        }
+    }
+    for log in &report.logs {
+        let mut record = object(log)?;
+        record.insert("log".into(), Value::String(log.path.clone()));
+        line(w, "log", record)?;
+        for m in report.log_matches.iter().filter(|m| m.log == log.path) {
+            let mut record = object(m)?;
+            // The kinds beside the indexes, so a query reads a line without a join.
+            let kinds: Vec<Value> = m
+                .findings
+                .iter()
+                .filter_map(|&i| report.findings.get(i))
+                .map(|f| Value::String(f.kind.to_string()))
+                .collect();
+            record.insert("finding_kinds".into(), Value::Array(kinds));
+            line(w, "log_line", record)?;
         }
     }
     Ok(())

@@ -2,12 +2,15 @@
 //! results natively. One `<testsuite>` per capture; in it a `lbdiag.capture` test case that
 //! fails with `<error>` when the file could not be read, then one test case per finding group
 //! (same kind and server), failed when a finding of the group reaches the `--fail-on`
-//! threshold. The mapping is documented in docs/report-formats.md; tests/junit.rs validates the
-//! output against tests/schemas/junit.xsd.
+//! threshold. With `--access-log`, a `<testsuite>` per log follows: one `lbdiag.access_log` test
+//! case per reported line, failed when a finding on its connections reaches the threshold,
+//! skipped when no captured transaction matches it. The mapping is documented in
+//! docs/report-formats.md; tests/render_formats.rs validates the output against
+//! tests/schemas/junit.xsd.
 
 use super::group::{Group, groups};
 use super::terminal_safe;
-use crate::report::{FailOn, Finding, Report, Severity};
+use crate::report::{FailOn, Finding, LogMatch, LogReport, Report, Severity};
 use std::io::{self, Write};
 
 /// Findings written into one failure's text; a group of thousands stays readable.
@@ -41,8 +44,31 @@ pub fn render(report: &Report, fail_on: FailOn, w: &mut dyn Write) -> io::Result
             }
         })
         .collect();
-    let tests: usize = suites.iter().map(|s| s.groups.len() + 1).sum();
-    let failures: usize = suites.iter().map(|s| s.failures).sum();
+    let logs: Vec<LogSuite<'_>> = report
+        .logs
+        .iter()
+        .map(|log| {
+            let lines: Vec<(&LogMatch, Vec<&Finding>)> = report
+                .log_matches
+                .iter()
+                .filter(|m| m.log == log.path)
+                .map(|m| {
+                    let failing = m
+                        .findings
+                        .iter()
+                        .filter_map(|&i| report.findings.get(i))
+                        .filter(|f| reaches(f.severity, fail_on))
+                        .collect();
+                    (m, failing)
+                })
+                .collect();
+            LogSuite { log, lines }
+        })
+        .collect();
+    let tests: usize = suites.iter().map(|s| s.groups.len() + 1).sum::<usize>()
+        + logs.iter().map(|l| l.lines.len()).sum::<usize>();
+    let failures: usize = suites.iter().map(|s| s.failures).sum::<usize>()
+        + logs.iter().map(LogSuite::failures).sum::<usize>();
     let errors = suites.iter().filter(|s| s.error.is_some()).count();
     writeln!(w, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
     writeln!(
@@ -52,7 +78,79 @@ pub fn render(report: &Report, fail_on: FailOn, w: &mut dyn Write) -> io::Result
     for (id, s) in suites.iter().enumerate() {
         render_suite(id, s, fail_on, w)?;
     }
+    for (id, l) in logs.iter().enumerate() {
+        render_log(suites.len() + id, l, w)?;
+    }
     writeln!(w, "</testsuites>")
+}
+
+/// An access log's reported lines, each with the findings on its connections that reach the
+/// threshold.
+struct LogSuite<'a> {
+    log: &'a LogReport,
+    lines: Vec<(&'a LogMatch, Vec<&'a Finding>)>,
+}
+
+impl LogSuite<'_> {
+    fn failures(&self) -> usize {
+        self.lines.iter().filter(|(_, f)| !f.is_empty()).count()
+    }
+}
+
+/// A CI user reads "line 812 failed" as "the packets show why the balancer answered 502 there":
+/// a line fails when a finding on its connections reaches `--fail-on`, passes when its
+/// connections show nothing that bad, and is skipped when no captured transaction matches it
+/// (nothing could be checked: the capture is from another host or time).
+fn render_log(id: usize, l: &LogSuite<'_>, w: &mut dyn Write) -> io::Result<()> {
+    let skipped = l.lines.iter().filter(|(m, _)| m.flow.is_none()).count();
+    writeln!(
+        w,
+        r#"  <testsuite name="{}" id="{id}" tests="{}" failures="{}" errors="0" skipped="{skipped}" time="0">"#,
+        escape(&l.log.path),
+        l.lines.len(),
+        l.failures(),
+    )?;
+    for (m, failing) in &l.lines {
+        let request = m.request.as_deref().unwrap_or("(request not logged)");
+        writeln!(
+            w,
+            r#"    <testcase classname="lbdiag.access_log" name="line {}: {} {}" time="0">"#,
+            m.line,
+            m.status,
+            escape(request)
+        )?;
+        if m.flow.is_none() {
+            writeln!(
+                w,
+                r#"      <skipped message="{}"/>"#,
+                escape("no captured transaction matches it")
+            )?;
+        } else if let Some(first) = failing.first() {
+            // The type is the cause, not the balancer's status that it explains.
+            let root = failing
+                .iter()
+                .find(|f| f.explained_by.is_empty())
+                .unwrap_or(first);
+            write!(
+                w,
+                r#"      <failure message="{}" type="{}">"#,
+                escape(&m.summary),
+                root.kind
+            )?;
+            write!(w, "{}", text(&listing(failing)))?;
+            writeln!(w, "</failure>")?;
+        }
+        writeln!(w, "      <system-out>{}</system-out>", text(&m.summary))?;
+        writeln!(w, "    </testcase>")?;
+    }
+    if !l.log.notes.is_empty() {
+        writeln!(
+            w,
+            "    <system-out>{}</system-out>",
+            text(&l.log.notes.join("\n"))
+        )?;
+    }
+    writeln!(w, "  </testsuite>")
 }
 
 fn render_suite(id: usize, s: &Suite<'_>, fail_on: FailOn, w: &mut dyn Write) -> io::Result<()> {

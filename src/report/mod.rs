@@ -407,7 +407,8 @@ pub struct LogMatch {
     /// haproxy's termination state, with what it means.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub termination: Option<String>,
-    /// How the transaction was found: `client_port`, `client_request` or `upstream_request`.
+    /// How the transaction was found: `trace_id`, `client_port`, `client_request` or
+    /// `upstream_request`.
     pub matched_by: Option<&'static str>,
     pub capture: Option<String>,
     /// The matched front connection (client side), else the back one; `null` when nothing
@@ -416,6 +417,14 @@ pub struct LogMatch {
     /// On a capture with both legs, or when matched by upstream: the back connection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub back_flow: Option<Flow>,
+    /// The capture `back_flow` is in: another than `capture` when the legs were captured on
+    /// different hosts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub back_capture: Option<String>,
+    /// Frames of the back connection's request and response in `back_capture`, when that is
+    /// another capture than `capture` (then `packets` holds only the front's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub back_packets: Option<Vec<u64>>,
     /// Frames of the matched requests and responses.
     pub packets: Vec<u64>,
     /// Indexes into `findings`: those on the matched connections and what explains them.

@@ -18,6 +18,43 @@ const FORWARDING_HEADERS: &[&str] = &[
 /// More header fields than this in one head is itself a malformed message.
 const MAX_HEADERS: usize = 128;
 
+/// Longest trace id kept: real ones are under 100 bytes, and a longer value is not worth a
+/// heap string per request.
+pub const TRACE_ID_KEPT: usize = 128;
+
+/// The request's trace headers, which a balancer's log also writes: the strongest key between
+/// a log line and a request. Empty (and allocation-free) when the request carries neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceIds {
+    /// `X-Amzn-Trace-Id`, as sent.
+    pub amzn: Option<Box<str>>,
+    /// `X-Request-Id` (nginx's `$request_id` when it sets the header for its backends).
+    pub request_id: Option<Box<str>>,
+}
+
+impl TraceIds {
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        [self.amzn.as_deref(), self.request_id.as_deref()]
+            .into_iter()
+            .flatten()
+    }
+
+    /// The first value of each header; one longer than [`TRACE_ID_KEPT`], empty, or not UTF-8
+    /// is not kept (it could not be matched whole anyway).
+    fn keep(slot: &mut Option<Box<str>>, value: &[u8]) {
+        if slot.is_some() {
+            return;
+        }
+        let v = trim_bytes(value);
+        if v.is_empty() || v.len() > TRACE_ID_KEPT {
+            return;
+        }
+        if let Ok(s) = std::str::from_utf8(v) {
+            *slot = Some(s.into());
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ContentLength {
     Absent,
@@ -53,6 +90,7 @@ pub struct RequestHead {
     pub forwarded: bool,
     pub alb_trace_headers: usize,
     pub alb_trace_repeated: bool,
+    pub trace_ids: TraceIds,
 }
 
 #[derive(Debug, Clone)]
@@ -236,6 +274,7 @@ impl RequestHead {
             forwarded: false,
             alb_trace_headers: 0,
             alb_trace_repeated: false,
+            trace_ids: TraceIds::default(),
         }
     }
 }
@@ -355,8 +394,15 @@ pub fn parse_request(head: &[u8]) -> Result<RequestHead, HeadError> {
             let mut expect_continue = false;
             let mut upgrade = false;
             let mut forwarded = false;
+            let mut trace_ids = TraceIds::default();
             for h in req.headers.iter() {
-                if h.name.eq_ignore_ascii_case("alicloud-alb-trace") {
+                if h.name.eq_ignore_ascii_case("x-request-id") {
+                    TraceIds::keep(&mut trace_ids.request_id, h.value);
+                } else if h.name.eq_ignore_ascii_case("x-amzn-trace-id") {
+                    // Also a forwarding header: the balancer added or extended it.
+                    forwarded = true;
+                    TraceIds::keep(&mut trace_ids.amzn, h.value);
+                } else if h.name.eq_ignore_ascii_case("alicloud-alb-trace") {
                     alb_values.push(h.value);
                 } else if h.name.eq_ignore_ascii_case("expect") {
                     expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue");
@@ -384,6 +430,7 @@ pub fn parse_request(head: &[u8]) -> Result<RequestHead, HeadError> {
                 forwarded,
                 alb_trace_headers: alb_values.len(),
                 alb_trace_repeated: repeated,
+                trace_ids,
             })
         }
         Ok(Status::Partial) => Err(HeadError {
@@ -579,6 +626,23 @@ mod test {
         assert_eq!(r.framing.content_length, ContentLength::Valid(5));
         assert_eq!(r.alb_trace_headers, 2);
         assert!(r.alb_trace_repeated && r.expect_continue);
+    }
+
+    #[test]
+    fn test_request_trace_ids_kept_bounded() {
+        let r = parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!(r.trace_ids, TraceIds::default());
+        let head = b"GET / HTTP/1.1\r\nx-request-id:  5f3c \r\nX-Amzn-Trace-Id: Root=1-67-ab\r\nX-Request-Id: second\r\n\r\n";
+        let r = parse_request(head).unwrap();
+        assert_eq!(r.trace_ids.request_id.as_deref(), Some("5f3c"));
+        assert_eq!(r.trace_ids.amzn.as_deref(), Some("Root=1-67-ab"));
+        assert!(r.forwarded);
+        let long = format!(
+            "GET / HTTP/1.1\r\nX-Request-Id: {}\r\n\r\n",
+            "a".repeat(TRACE_ID_KEPT + 1)
+        );
+        let r = parse_request(long.as_bytes()).unwrap();
+        assert_eq!(r.trace_ids.iter().count(), 0);
     }
 
     #[test]

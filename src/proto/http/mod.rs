@@ -75,6 +75,8 @@ pub struct Transaction {
     pub forwarded: bool,
     pub alb_trace_headers: usize,
     pub alb_trace_repeated: bool,
+    /// `X-Amzn-Trace-Id` and `X-Request-Id`, for joining access-log lines.
+    pub trace_ids: head::TraceIds,
     pub interim_responses: u32,
     pub status: Option<u16>,
     pub reason: String,
@@ -337,6 +339,7 @@ impl HttpConn {
                         t.forwarded = h.forwarded;
                         t.alb_trace_headers = h.alb_trace_headers;
                         t.alb_trace_repeated = h.alb_trace_repeated;
+                        t.trace_ids = h.trace_ids;
 
                         t.line = Some(RequestLine {
                             method: h.method,
