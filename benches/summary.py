@@ -136,7 +136,7 @@ def main():
         print(f"  {'PASS' if ok else 'MISS':<5} {label}: " + ", ".join(f"{n} {fmt.format(v)}" for n, v, _ in items))
 
     print("Targets (issue 14), from this run:")
-    verdict("one thread, bulk at least 1/3 of parse-only's speed", checks["parse"], "{:.2f}", "no bulk file")
+    verdict("one thread, bulk at least 1/3 of parse-only's speed", checks["parse"], "{:.3f}", "no bulk file")
     verdict("one thread at least 30x faster than tshark -q -z expert", checks["tshark"], "{:.0f}x",
             "not measured (--quick runs no tshark)" if quick else "not measured (no tshark)")
     verdict("two threads at least 1.7x one thread", checks["speedup"], "{:.2f}x", "not measured")
