@@ -9,6 +9,7 @@ RESULTS holds tab-separated lines: "row SHAPE TOOL SECONDS PEAK_KB" per timed to
 thread counts lbdiag ran at, the first being 1.
 """
 import json
+import os
 import sys
 
 
@@ -116,8 +117,9 @@ def main():
         warnings = "; ".join(w["message"] for w in cap["warnings"]) or "none"
         found.append(f"{name:<16} findings {report['summary']['by_kind'] or '{}'}, suppressed {report['summary']['suppressed']}{errors}; warnings: {warnings}")
 
-    if most == 2 and len(threads) == 2:
-        print(f"(all threads = {most}: this machine has {most} cores, so -t {most} is the only multi-thread row)")
+    cores = len(os.sched_getaffinity(0))
+    if cores <= 2:
+        print(f"(all threads = -t {cores}: this machine has {cores} core(s), so it has no row of its own)")
     print()
     print("\n".join(ratios))
     print()
