@@ -7,8 +7,13 @@
 #   syn-flood      1,000,000 half-open connections
 # For each file: its size, then wall time, MB/s, packets/s, transactions/s and peak RSS of
 # `cat FILE > /dev/null`, the parse-only baseline (benches/parse_only.rs: pcap-parser and
-# etherparse, nothing else), lbdiag, and `tshark -q -z expert` (100 MB files only, when
-# installed); then lbdiag's ratios to cat and to parse-only, and what lbdiag found.
+# etherparse, nothing else), the reader of a threaded run alone (benches/reader_only.rs: decode
+# and dealing to the workers' queues, nobody analyzing), lbdiag at --threads 1, 2 and the cores
+# available, and `tshark -q -z expert` (100 MB files only, when installed). Then, from
+# benches/summary.py: lbdiag's ratios to cat, to parse-only, to one thread and from tshark; the
+# CPU time of each thread of one more run (benches/threadcpu.py) and at how many workers the
+# reader becomes the limit; whether the reports at every thread count are identical; what
+# lbdiag found; and PASS or MISS for each target of issue 14.
 #   bash benches/run.sh [--quick]
 # --quick: only the 100 MB files (and the SYN flood), no tshark.
 # LBDIAG_BENCH_DIR=DIR keeps the captures in DIR and reuses them while examples/synth.rs is
@@ -27,13 +32,16 @@ runs=${LBDIAG_BENCH_RUNS:-3}
 
 cargo build --release --quiet --example synth
 cargo build --release --quiet
-parse_only=$(cargo build --release --quiet --bench parse_only --message-format=json |
+# The two bench programs, by the paths cargo reports (their names carry a hash).
+bench_bins=$(cargo build --release --quiet --bench parse_only --bench reader_only --message-format=json |
   python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "parse_only" and m.get("executable"):
-        print(m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] in ("parse_only", "reader_only") and m.get("executable"):
+        print(m["target"]["name"], m["executable"])')
+parse_only=$(sed -n 's/^parse_only //p' <<< "$bench_bins")
+reader_only=$(sed -n 's/^reader_only //p' <<< "$bench_bins")
 synth=./target/release/examples/synth
 lbdiag=./target/release/lbdiag
 
@@ -71,6 +79,12 @@ measure() {
   echo "$best $best_kb"
 }
 
+# lbdiag at one thread, two, and all the cores (once when that is two).
+threads=(1 2)
+all=$(nproc)
+if [ "$all" -gt 2 ]; then threads+=("$all"); fi
+most=${threads[-1]}
+
 echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)), load average $(cut -d' ' -f1-3 /proc/loadavg), lbdiag $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 results="$work/results.tsv"
 : > "$results"
@@ -88,59 +102,30 @@ for shape in "${shapes[@]}"; do
   n=$runs
   if [ "$size" -gt $((2 << 30)) ] && [ "$n" -gt 2 ]; then n=2; fi
   cat "$f" > /dev/null # into the page cache, so that every tool reads from memory
-  read -r cat_s cat_kb < <(measure "$n" /dev/null cat "$f")
-  read -r po_s po_kb < <(measure "$n" "$work/out" "$parse_only" "$f")
+  read -r s kb < <(measure "$n" /dev/null cat "$f")
+  printf 'row\t%s\tcat\t%s\t%s\n' "$name" "$s" "$kb" >> "$results"
+  read -r s kb < <(measure "$n" "$work/out" "$parse_only" "$f")
+  printf 'row\t%s\tparse-only\t%s\t%s\n' "$name" "$s" "$kb" >> "$results"
   packets=$(sed -n 's/.*: \([0-9]*\) packets.*/\1/p' "$work/out")
-  read -r lb_s lb_kb < <(measure "$n" "$work/out" "$lbdiag" analyze --format json --fail-on never "$f")
-  cp "$work/out" "$work/$name.json"
-  ts_s=- ts_kb=-
+  read -r s kb < <(measure "$n" "$work/out" "$reader_only" --workers "$most" "$f")
+  printf 'row\t%s\treader alone\t%s\t%s\n' "$name" "$s" "$kb" >> "$results"
+  for t in "${threads[@]}"; do
+    read -r s kb < <(measure "$n" "$work/out" "$lbdiag" analyze --threads "$t" --format json --fail-on never "$f")
+    cp "$work/out" "$work/$name.t$t.json"
+    printf 'row\t%s\tlbdiag -t %s\t%s\t%s\n' "$name" "$t" "$s" "$kb" >> "$results"
+  done
+  # One more run of each under benches/threadcpu.py, for the CPU time of every thread.
+  printf 'cpu\t%s\treader alone\t%s\n' "$name" \
+    "$(python3 benches/threadcpu.py /dev/null "$reader_only" --workers "$most" "$f")" >> "$results"
+  for t in 1 "$most"; do
+    printf 'cpu\t%s\tlbdiag -t %s\t%s\n' "$name" "$t" \
+      "$(python3 benches/threadcpu.py /dev/null "$lbdiag" analyze --threads "$t" --format json --fail-on never "$f")" >> "$results"
+  done
   if [ "$quick" = 0 ] && [ "$size" -lt $((200 << 20)) ] && [ "$kind" != syn-flood ] && command -v tshark > /dev/null; then
-    read -r ts_s ts_kb < <(measure 1 /dev/null tshark -q -z expert -r "$f")
+    read -r s kb < <(measure 1 /dev/null tshark -q -z expert -r "$f")
+    printf 'row\t%s\ttshark\t%s\t%s\n' "$name" "$s" "$kb" >> "$results"
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$size" "$packets" \
-    "$cat_s" "$cat_kb" "$po_s" "$po_kb" "$lb_s" "$lb_kb" "$ts_s" "$ts_kb" "$f" "$work/$name.json" >> "$results"
+  printf 'shape\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$kind" "$size" "$packets" "$f" "$work/$name" >> "$results"
 done
 
-python3 - "$results" <<'PY'
-import json, os, sys
-
-def meta(path):
-    try:
-        with open(path + ".meta") as fh:
-            return dict(line.strip().split("=", 1) for line in fh if "=" in line)
-    except OSError:
-        return {}
-
-rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
-print(f"{'shape':<16} {'file MB':>8} {'tool':<11} {'wall s':>8} {'MB/s':>8} {'packets/s':>11} {'trans/s':>10} {'peak RSS MB':>11}")
-ratios, found = [], []
-for name, size, packets, cat_s, cat_kb, po_s, po_kb, lb_s, lb_kb, ts_s, ts_kb, path, report in rows:
-    size, packets = int(size), int(packets or 0)
-    m = meta(path)
-    with open(report) as fh:
-        r = json.load(fh)
-    cap = r["captures"][0]
-    # Transactions: from the capture summary when lbdiag reports them, else what synth made.
-    tx = cap.get("transactions", cap.get("http_transactions"))
-    if not isinstance(tx, int):
-        tx = int(m["transactions"]) if "transactions" in m else None
-    mb = size / 1048576
-    for tool, s, kb in (("cat", cat_s, cat_kb), ("parse-only", po_s, po_kb), ("lbdiag", lb_s, lb_kb), ("tshark", ts_s, ts_kb)):
-        if s == "-":
-            continue
-        s = max(float(s), 0.0005)
-        tps = f"{tx / s:,.0f}" if tx else "-"
-        print(f"{name:<16} {mb:>8.0f} {tool:<11} {s:>8.3f} {mb / s:>8.0f} {packets / s:>11,.0f} {tps:>10} {int(kb) / 1024:>11.0f}")
-    lb = max(float(lb_s), 0.005)
-    line = f"{name:<16} lbdiag = {lb / max(float(cat_s), 0.005):.1f}x cat, {lb / max(float(po_s), 0.005):.1f}x parse-only"
-    if ts_s != "-":
-        line += f", tshark = {float(ts_s) / lb:.0f}x lbdiag"
-    ratios.append(line)
-    errors = f" (synth made {m.get('status_4xx', 0)} 4xx, {m.get('status_5xx', 0)} 5xx, {m.get('retransmissions', 0)} retransmissions)" if m else ""
-    warnings = "; ".join(w["message"] for w in cap["warnings"]) or "none"
-    found.append(f"{name:<16} findings {r['summary']['by_kind'] or '{}'}, suppressed {r['summary']['suppressed']}{errors}; warnings: {warnings}")
-print()
-print("\n".join(ratios))
-print()
-print("\n".join(found))
-PY
+python3 benches/summary.py "$results" "$quick" "${threads[@]}"

@@ -4,6 +4,8 @@ mod judging;
 mod shard;
 mod threads;
 
+pub use threads::{Dealt, deal_only};
+
 use crate::capture::{CaptureError, CaptureReader, Frame, LinkType, Timestamp};
 use crate::decode::{self, DecodeError, Packet, Transport};
 use crate::detect::{Context, Thresholds};

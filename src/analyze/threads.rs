@@ -344,37 +344,7 @@ pub(crate) fn run(
             outputs.push(out_rx);
         }
         drop(spent_tx);
-        let reading = scope.spawn(move || {
-            let mut dealer = Dealer {
-                senders,
-                spent: spent_rx,
-                entries: Vec::with_capacity(ROUND_FRAMES),
-                data: vec![Vec::new(); n],
-            };
-            let parts = read_parts(readers, warnings, |frame| {
-                let Some(packet) = intake.take(frame) else {
-                    dealer.deal(frame, None, false);
-                    return;
-                };
-                let (src, dst) = match &packet.transport {
-                    Transport::Tcp(seg) => (
-                        SocketAddr::new(packet.src, seg.src_port),
-                        SocketAddr::new(packet.dst, seg.dst_port),
-                    ),
-                    _ => (
-                        SocketAddr::new(packet.src, 0),
-                        SocketAddr::new(packet.dst, 0),
-                    ),
-                };
-                let tcp = matches!(packet.transport, Transport::Tcp(_));
-                dealer.deal(frame, owner(&packet.transport, src, dst, n), tcp);
-            });
-            if !dealer.entries.is_empty() {
-                dealer.send();
-            }
-            // Dropping the senders tells the workers the capture has ended.
-            parts
-        });
+        let reading = scope.spawn(move || read(readers, warnings, intake, senders, spent_rx));
         let mut done: Vec<Option<Shard>> = (0..n).map(|_| None).collect();
         let mut batches: Vec<std::vec::IntoIter<Recorded>> = Vec::with_capacity(n);
         // Every worker gets every round, so they all reach the end in the same iteration.
@@ -443,6 +413,104 @@ fn merge_end(
     }
 }
 
+/// The reader's thread: decodes every frame and deals it into rounds for `senders.len()`
+/// workers. Dropping the senders at the end tells the workers the capture has ended.
+fn read(
+    readers: &mut [CaptureReader],
+    warnings: &mut Warnings,
+    intake: &mut Intake,
+    senders: Vec<SyncSender<Round>>,
+    spent: Receiver<Vec<u8>>,
+) -> Vec<CapturePart> {
+    let n = senders.len();
+    let mut dealer = Dealer {
+        senders,
+        spent,
+        entries: Vec::with_capacity(ROUND_FRAMES),
+        data: vec![Vec::new(); n],
+    };
+    let parts = read_parts(readers, warnings, |frame| {
+        let Some(packet) = intake.take(frame) else {
+            dealer.deal(frame, None, false);
+            return;
+        };
+        let (src, dst) = match &packet.transport {
+            Transport::Tcp(seg) => (
+                SocketAddr::new(packet.src, seg.src_port),
+                SocketAddr::new(packet.dst, seg.dst_port),
+            ),
+            _ => (
+                SocketAddr::new(packet.src, 0),
+                SocketAddr::new(packet.dst, 0),
+            ),
+        };
+        let tcp = matches!(packet.transport, Transport::Tcp(_));
+        dealer.deal(frame, owner(&packet.transport, src, dst, n), tcp);
+    });
+    if !dealer.entries.is_empty() {
+        dealer.send();
+    }
+    parts
+}
+
+/// What [`deal_only`] read: every frame, those dealt to a worker, and the bytes of all of them
+/// on the wire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dealt {
+    pub frames: u64,
+    pub dealt: u64,
+    pub bytes: u64,
+}
+
+/// The reader of a threaded run alone, for benches/reader_only.rs: reads, decodes and deals
+/// every frame to `workers` queues with the same code as [`run`], but whoever takes a round
+/// off a queue only counts it and hands its buffer back. Its rate next to a worker's says how
+/// many workers one reader can keep busy.
+pub fn deal_only(reader: &mut CaptureReader, workers: usize) -> Dealt {
+    let n = workers.clamp(1, super::MAX_THREADS);
+    let mut warnings = Warnings::default();
+    let mut intake = Intake::default();
+    let (frames, dealt) = std::thread::scope(|scope| {
+        let (spent_tx, spent_rx) = sync_channel(n * (QUEUED_ROUNDS + 2));
+        let mut senders = Vec::new();
+        let mut drains = Vec::new();
+        for me in 0..n {
+            let (tx, rx) = sync_channel::<Round>(QUEUED_ROUNDS);
+            let spent = spent_tx.clone();
+            drains.push(scope.spawn(move || {
+                let (mut frames, mut mine) = (0, 0);
+                for round in rx {
+                    frames += round.entries.len() as u64;
+                    mine += round
+                        .entries
+                        .iter()
+                        .filter(|e| e.owner == me as u16)
+                        .count() as u64;
+                    let _ = spent.try_send(round.data);
+                }
+                (frames, mine)
+            }));
+            senders.push(tx);
+        }
+        drop(spent_tx);
+        read(
+            std::slice::from_mut(reader),
+            &mut warnings,
+            &mut intake,
+            senders,
+            spent_rx,
+        );
+        let counts: Vec<(u64, u64)> = drains.into_iter().filter_map(|d| d.join().ok()).collect();
+        let frames = counts.first().map_or(0, |c| c.0);
+        (frames, counts.iter().map(|c| c.1).sum())
+    });
+    Dealt {
+        frames,
+        dealt,
+        bytes: intake.bytes,
+    }
+}
+
 /// Judges a round's recordings from every worker in capture order. Each worker's are in order
 /// already, so this is a k-way merge; two workers never record the same order.
 fn merge(batches: &mut [std::vec::IntoIter<Recorded>], judge: &mut impl Judge) {
@@ -458,5 +526,32 @@ fn merge(batches: &mut [std::vec::IntoIter<Recorded>], judge: &mut impl Judge) {
         };
         let r = std::mem::replace(&mut heads[w], batches[w].next()).expect("present");
         replay(r.event, r.moment, judge);
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn test_deal_only_counts_every_frame() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/captures/backend-keepalive-race.pcap"
+        ));
+        let mut frames = 0;
+        CaptureReader::open(path)
+            .expect("shipped capture")
+            .for_each_frame(&mut Warnings::default(), |_| frames += 1);
+        for workers in [1, 3] {
+            let dealt = deal_only(
+                &mut CaptureReader::open(path).expect("shipped capture"),
+                workers,
+            );
+            assert_eq!(dealt.frames, frames);
+            assert!(dealt.dealt > 0 && dealt.dealt <= frames);
+            assert!(dealt.bytes > 0);
+        }
     }
 }
