@@ -675,8 +675,9 @@ fn analyze_readers(
         max_ooo_total: share(options.limits.max_ooo_total),
         ..options.limits
     };
+    let candidates = crate::accesslog::Candidates::default();
     if let Some(index) = &options.access_logs {
-        let collector = crate::accesslog::Collector::new(index.clone());
+        let collector = crate::accesslog::Collector::new(index.clone(), candidates.clone());
         judging.detectors.add(Box::new(collector));
     }
     let new_shard = || Shard::new(limits, options.http, share(options.max_protocol_buffers));
@@ -844,7 +845,11 @@ fn analyze_readers(
         &findings.answered,
         &findings.http_clients,
     );
-    let mut log_candidates = findings.log_candidates;
+    let mut log_candidates: Vec<crate::accesslog::Candidate> = std::mem::take(
+        &mut candidates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     crate::accesslog::join::attach(&mut log_candidates, &list);
     let mut formats: Vec<String> = Vec::new();
     let mut link_types: Vec<String> = Vec::new();

@@ -225,12 +225,19 @@ impl LogIndex {
 pub struct Collector {
     index: std::sync::Arc<LogIndex>,
     kept: HashMap<LineRef, Vec<Candidate>>,
+    /// Where the candidates go when the capture ends: the pipeline that registered this
+    /// detector holds the other end (detect/ knows nothing of access logs).
+    out: Candidates,
 }
 
+/// The candidates a [`Collector`] hands over at the end of its capture.
+pub type Candidates = std::sync::Arc<std::sync::Mutex<Vec<Candidate>>>;
+
 impl Collector {
-    pub fn new(index: std::sync::Arc<LogIndex>) -> Collector {
+    pub fn new(index: std::sync::Arc<LogIndex>, out: Candidates) -> Collector {
         Collector {
             index,
+            out,
             kept: HashMap::new(),
         }
     }
@@ -418,9 +425,12 @@ impl Detector for Collector {
         }
     }
 
-    fn finish(&mut self, _ctx: &Context<'_>, out: &mut Findings) {
-        out.log_candidates
-            .extend(std::mem::take(&mut self.kept).into_values().flatten());
+    fn finish(&mut self, _ctx: &Context<'_>, _out: &mut Findings) {
+        let kept = std::mem::take(&mut self.kept).into_values().flatten();
+        // A poisoned lock means another thread panicked with it; the candidates are lost then.
+        if let Ok(mut out) = self.out.lock() {
+            out.extend(kept);
+        }
     }
 }
 

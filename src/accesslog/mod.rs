@@ -10,7 +10,7 @@ pub mod join;
 mod nginx;
 pub mod time;
 
-pub use join::{Candidate, Collector, LogIndex};
+pub use join::{Candidate, Candidates, Collector, LogIndex};
 
 use crate::capture::{Duration, Timestamp};
 use std::io::{BufRead, Read};
@@ -190,27 +190,7 @@ fn split_list(s: &str) -> Vec<&str> {
         .collect()
 }
 
-/// The page's three readings of a line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LineClass {
-    /// status == upstream_status: the backend answered it; look at the backend.
-    PassedThrough,
-    /// The balancer answered another status than the backend's.
-    Changed,
-    /// upstream_status `-` or empty: no backend answered.
-    NoResponse,
-}
-
-impl LineClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LineClass::PassedThrough => "passed_through",
-            LineClass::Changed => "changed",
-            LineClass::NoResponse => "no_response",
-        }
-    }
-}
+pub use crate::report::LineClass;
 
 /// Why a line was skipped.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -94,8 +94,6 @@ pub struct Findings {
     pub answered: Vec<Answered>,
     /// Addresses seen sending HTTP requests (as far as the legs' bounded memory goes).
     pub http_clients: std::collections::HashSet<std::net::IpAddr>,
-    /// With `--access-log`: the transactions some log line could be (`accesslog::Collector`).
-    pub log_candidates: Vec<crate::accesslog::Candidate>,
     /// Requests over time, for the report's timeline.
     pub timeline: Option<crate::report::Timeline>,
 }
@@ -132,7 +130,6 @@ impl Findings {
             balancers: Vec::new(),
             answered: Vec::new(),
             http_clients: std::collections::HashSet::new(),
-            log_candidates: Vec::new(),
             timeline: None,
         }
     }

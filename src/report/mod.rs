@@ -403,7 +403,7 @@ pub struct LogMatch {
     pub upstream_status: Option<String>,
     pub upstream_addr: Option<String>,
     /// `passed_through`, `changed`, `no_response`; `null` when the log does not say.
-    pub class: Option<crate::accesslog::LineClass>,
+    pub class: Option<LineClass>,
     /// haproxy's termination state, with what it means.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub termination: Option<String>,
@@ -607,6 +607,28 @@ impl Report {
                     0
                 }
             }
+        }
+    }
+}
+
+/// The page's three readings of a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineClass {
+    /// status == upstream_status: the backend answered it; look at the backend.
+    PassedThrough,
+    /// The balancer answered another status than the backend's.
+    Changed,
+    /// upstream_status `-` or empty: no backend answered.
+    NoResponse,
+}
+
+impl LineClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineClass::PassedThrough => "passed_through",
+            LineClass::Changed => "changed",
+            LineClass::NoResponse => "no_response",
         }
     }
 }
