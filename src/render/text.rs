@@ -270,6 +270,37 @@ fn render_capture(
             parts.join(", ")
         )?;
     }
+    for b in &c.balancers {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                terminal_safe(&v.join(", ")).into_owned()
+            }
+        };
+        let from: Vec<String> = b
+            .back_addresses
+            .iter()
+            .filter(|a| **a != b.address)
+            .cloned()
+            .collect();
+        writeln!(
+            w,
+            "Balancer {}: clients reach {}; it forwards to {}{}{}",
+            terminal_safe(&b.address),
+            list(&b.front),
+            list(&b.back),
+            if from.is_empty() {
+                String::new()
+            } else {
+                format!(" (sending from {})", list(&from))
+            },
+            match b.forwarded_requests {
+                0 => String::new(),
+                n => format!("; {n} request(s) seen on both legs"),
+            }
+        )?;
+    }
     writeln!(w, "{}", terminal_safe(&c.verdict))?;
 
     // Problems grouped by the status they explain; informational notes last and brief.
