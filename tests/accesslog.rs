@@ -511,3 +511,34 @@ fn regression_upstream_502_not_matched_to_a_whole_answer_of_another_status() {
         assert_eq!(frames(m), vec![f], "line {line}: {m}");
     }
 }
+
+#[test]
+fn regression_text_names_the_capture_of_each_legs_frames_when_hosts_differ() {
+    // Frame numbers are per file: with the front leg on the client's capture and the back leg
+    // on the backend's, the text report must say which file each frame list belongs to.
+    let h = hosts();
+    let log_format = h["args"][1].as_str().unwrap();
+    let out = lbdiag(&[
+        "--log-format",
+        log_format,
+        "--access-log",
+        "trace.log",
+        "hosts-client.pcap",
+        "hosts-backend.pcap",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let refused = text
+        .lines()
+        .skip_while(|l| !l.contains("handshake_refused in hosts-backend.pcap"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        refused.contains("in hosts-client.pcap, back frames")
+            && refused.ends_with("in hosts-backend.pcap"),
+        "{refused}"
+    );
+    assert!(
+        text.contains("handshake_refused (frames 53, 54 in hosts-backend.pcap)"),
+        "{text}"
+    );
+}

@@ -174,20 +174,42 @@ fn render_logs(report: &Report, style: Style, w: &mut dyn Write) -> io::Result<(
                 terminal_safe(&flow.client),
                 terminal_safe(&flow.server)
             );
+            // With the legs captured on different hosts, frame numbers are per file: say which.
+            let other = m
+                .back_capture
+                .as_ref()
+                .filter(|b| m.capture.as_ref() != Some(*b));
             if let Some(b) = &m.back_flow {
                 about.push_str(&format!(
                     ", back {} -> {}",
                     terminal_safe(&b.client),
                     terminal_safe(&b.server)
                 ));
+                if let Some(c) = other {
+                    about.push_str(&format!(" in {}", terminal_safe(c)));
+                }
             }
             about.push_str(&format!("; frames {}", frames(&m.packets)));
+            if let (Some(c), Some(back)) = (other, &m.back_packets) {
+                about.push_str(&format!(
+                    " in {}, back frames {} in {}",
+                    terminal_safe(m.capture.as_deref().unwrap_or("?")),
+                    frames(back),
+                    terminal_safe(c)
+                ));
+            }
             writeln!(w, "{about}")?;
             let linked: Vec<String> = m
                 .findings
                 .iter()
                 .filter_map(|&i| report.findings.get(i))
-                .map(|f| format!("{} (frames {})", f.kind, frames(&f.packets)))
+                .map(|f| {
+                    let elsewhere = match &m.capture {
+                        Some(c) if *c != f.capture => format!(" in {}", terminal_safe(&f.capture)),
+                        _ => String::new(),
+                    };
+                    format!("{} (frames {}{elsewhere})", f.kind, frames(&f.packets))
+                })
                 .collect();
             if !linked.is_empty() {
                 writeln!(w, "    findings: {}", linked.join(", "))?;
