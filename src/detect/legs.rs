@@ -390,6 +390,11 @@ pub fn link(
             Some((front, from))
         })
         .collect();
+    // Which client addresses each server's findings show, asked once per candidate pair below.
+    let clients_of: std::collections::HashSet<(IpAddr, SocketAddr)> = flows
+        .iter()
+        .filter_map(|&(c, s)| Some((c?.ip(), s?)))
+        .collect();
     // A 5xx answered by X while a connection to another server failed during that request:
     // X is a balancer even when no request reached a backend to be matched.
     for (i, f) in findings.iter().enumerate() {
@@ -404,15 +409,24 @@ pub fn link(
             let (Some(bc), Some(bs)) = flows[*j] else {
                 return false;
             };
+            // The cheap tests first: this runs for every pair of findings.
+            let plausible = bc.ip() != client.ip()
+                && bs.ip() != server.ip()
+                && matches!(
+                    b.kind,
+                    Kind::HandshakeRefused | Kind::SynUnanswered | Kind::ConnectionReset
+                )
+                && (start..=end).contains(&b.facts.at.ts);
+            if !plausible {
+                return false;
+            }
             // Sent from another balancer's address: that balancer's back leg, not this one's.
             let others = known
                 .iter()
                 .any(|(x, from)| *x != server.ip() && from.contains(&bc.ip()));
             // A client of X itself is X's client, not an address X reaches backends from:
             // on a busy server without a balancer, other clients' failures fall in the window.
-            let client_of_x = flows
-                .iter()
-                .any(|&(c, s)| c.map(|c| c.ip()) == Some(bc.ip()) && s == Some(server));
+            let client_of_x = clients_of.contains(&(bc.ip(), server));
             // An address X is not known to send from counts for a balancer the traffic already
             // showed, or when it never sent a request of its own (a host's second interface
             // whose every attempt failed): otherwise any client failing at that moment, on a
@@ -421,15 +435,8 @@ pub fn link(
                 known.iter().any(|(x, _)| *x == server.ip()) || !http_clients.contains(&bc.ip());
             !others
                 && !client_of_x
-                && bc.ip() != client.ip()
-                && bs.ip() != server.ip()
                 && (bc.ip() == server.ip()
                     || known_x && b.facts.at.ts >= f.facts.request_at.map_or(start, |r| r.ts))
-                && matches!(
-                    b.kind,
-                    Kind::HandshakeRefused | Kind::SynUnanswered | Kind::ConnectionReset
-                )
-                && (start..=end).contains(&b.facts.at.ts)
         });
         if let Some((j, _)) = failed_then
             && let (Some(bc), Some(bs)) = flows[j]
