@@ -134,13 +134,9 @@ impl Shard {
     }
 
     /// Capture time has reached this frame's (every frame of the capture passes here, also
-    /// the ones another shard handles). Returns false when its clock went backwards.
-    pub fn clock(&mut self, ts: Timestamp) -> bool {
-        if ts < self.protocols.moment.now {
-            return false;
-        }
-        self.protocols.moment.now = ts;
-        true
+    /// the ones another shard handles); a frame from before it leaves the clock where it is.
+    pub fn clock(&mut self, ts: Timestamp) {
+        self.protocols.moment.now = self.protocols.moment.now.max(ts);
     }
 
     pub fn now(&self) -> Timestamp {

@@ -365,7 +365,8 @@ pub(crate) fn run(
                 }
             }
             if !ended {
-                merge(&mut batches, judge);
+                // A round is whole: no worker has more of it to come.
+                merge(&mut batches, judge, |_| None);
             }
         }
         merge_end(&mut batches, &outputs, &mut done, judge);
@@ -383,21 +384,36 @@ fn merge_end(
     judge: &mut impl Judge,
 ) {
     let mut finished = vec![false; batches.len()];
+    merge(batches, judge, |w| {
+        while !finished[w] {
+            match outputs[w].recv() {
+                Ok(Output::End(part)) | Ok(Output::Round(part)) => return Some(part),
+                Ok(Output::Done(shard)) => {
+                    done[w] = Some(*shard);
+                    finished[w] = true;
+                }
+                Err(_) => finished[w] = true,
+            }
+        }
+        None
+    });
+}
+
+/// Judges the workers' recordings in capture order. Each worker's are in order already, so
+/// this is a k-way merge (two workers never record the same order); `next_part(w)` gives
+/// worker `w`'s next recordings once its current ones are used up, `None` when it has no more.
+fn merge(
+    batches: &mut [std::vec::IntoIter<Recorded>],
+    judge: &mut impl Judge,
+    mut next_part: impl FnMut(usize) -> Option<Vec<Recorded>>,
+) {
     let mut heads: Vec<Option<Recorded>> = batches.iter_mut().map(Iterator::next).collect();
     loop {
         for w in 0..heads.len() {
-            while heads[w].is_none() && !finished[w] {
-                match outputs[w].recv() {
-                    Ok(Output::End(part)) | Ok(Output::Round(part)) => {
-                        batches[w] = part.into_iter();
-                        heads[w] = batches[w].next();
-                    }
-                    Ok(Output::Done(shard)) => {
-                        done[w] = Some(*shard);
-                        finished[w] = true;
-                    }
-                    Err(_) => finished[w] = true,
-                }
+            while heads[w].is_none() {
+                let Some(part) = next_part(w) else { break };
+                batches[w] = part.into_iter();
+                heads[w] = batches[w].next();
             }
         }
         let next = heads
@@ -508,24 +524,6 @@ pub fn deal_only(reader: &mut CaptureReader, workers: usize) -> Dealt {
         frames,
         dealt,
         bytes: intake.bytes,
-    }
-}
-
-/// Judges a round's recordings from every worker in capture order. Each worker's are in order
-/// already, so this is a k-way merge; two workers never record the same order.
-fn merge(batches: &mut [std::vec::IntoIter<Recorded>], judge: &mut impl Judge) {
-    let mut heads: Vec<Option<Recorded>> = batches.iter_mut().map(Iterator::next).collect();
-    loop {
-        let next = heads
-            .iter()
-            .enumerate()
-            .filter_map(|(w, h)| h.as_ref().map(|r| (r.order, w)))
-            .min();
-        let Some((_, w)) = next else {
-            return;
-        };
-        let r = std::mem::replace(&mut heads[w], batches[w].next()).expect("present");
-        replay(r.event, r.moment, judge);
     }
 }
 

@@ -2,7 +2,7 @@
 //! the group a reader should look at first comes first. Shared by the Markdown and JUnit
 //! renderers so both tell the same story.
 
-use crate::report::{Finding, Kind, Severity};
+use crate::report::{Finding, Kind, Severity, Unlisted};
 use std::collections::BTreeMap;
 
 pub struct Group<'a> {
@@ -14,9 +14,16 @@ pub struct Group<'a> {
     pub severity: Severity,
     /// Each finding with its index in the report's `findings`, in report order.
     pub findings: Vec<(usize, &'a Finding)>,
+    /// Findings of this group counted but not listed (`--max-findings`).
+    pub unlisted: u64,
 }
 
 impl Group<'_> {
+    /// Findings listed and not.
+    pub fn count(&self) -> u64 {
+        self.findings.len() as u64 + self.unlisted
+    }
+
     /// RFC 3339 strings of one clock compare as times.
     pub fn first_time(&self) -> &str {
         self.findings
@@ -54,6 +61,7 @@ pub fn groups<'a>(capture: &str, all: &'a [Finding], by_status: bool) -> Vec<Gro
                 status,
                 severity: f.severity,
                 findings: Vec::new(),
+                unlisted: 0,
             });
             out.len() - 1
         });
@@ -68,4 +76,20 @@ pub fn groups<'a>(capture: &str, all: &'a [Finding], by_status: bool) -> Vec<Gro
             .then(b.findings.len().cmp(&a.findings.len()))
     });
     out
+}
+
+/// Adds the findings counted but not listed to their groups (each count to the first, largest,
+/// group of its kind and server, of its status for error_status) and ranks again by what
+/// happened, listed or not: severity, then count (a stable sort, so first appearance still
+/// breaks ties).
+pub fn with_unlisted<'a>(mut groups: Vec<Group<'a>>, unlisted: &[Unlisted]) -> Vec<Group<'a>> {
+    for u in unlisted {
+        if let Some(g) = groups.iter_mut().find(|g| {
+            g.kind == u.kind && g.server == u.server && (u.status.is_none() || g.status == u.status)
+        }) {
+            g.unlisted += u.count;
+        }
+    }
+    groups.sort_by_key(|g| (std::cmp::Reverse(g.severity), std::cmp::Reverse(g.count())));
+    groups
 }

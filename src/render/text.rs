@@ -347,10 +347,11 @@ fn render_capture(
 
 /// A large capture: a ranked table of the problem groups, then a few examples of each.
 fn ranked(c: &CaptureSummary, all: &[Finding], style: Style, w: &mut dyn Write) -> io::Result<()> {
-    let mut groups: Vec<_> = super::group::groups(&c.file, all, true)
+    let groups: Vec<_> = super::group::groups(&c.file, all, true)
         .into_iter()
         .filter(|g| g.severity > Severity::Info)
         .collect();
+    let groups = super::group::with_unlisted(groups, &c.unlisted);
     writeln!(w)?;
     writeln!(w, "{}", style.bold("Ranked problems"))?;
     writeln!(
@@ -358,30 +359,8 @@ fn ranked(c: &CaptureSummary, all: &[Finding], style: Style, w: &mut dyn Write) 
         "  {:>4}  {:<6} {:<24} {:<24} {:>8} {:>6} {:>7}  first .. last",
         "#", "status", "cause", "server", "findings", "conns", "share"
     )?;
-    // Findings past the cap on repeats were counted, not listed; each count goes to the first
-    // (largest) group of its kind and server, of its status for error_status.
-    let mut unlisted = vec![0u64; groups.len()];
-    for u in &c.unlisted {
-        if let Some(i) = groups.iter().position(|g| {
-            g.kind == u.kind && g.server == u.server && (u.status.is_none() || g.status == u.status)
-        }) {
-            unlisted[i] += u.count;
-        }
-    }
-    // Ranked by what happened, listed or not: severity, then count (stable, so first
-    // appearance breaks ties as before).
-    let mut order: Vec<usize> = (0..groups.len()).collect();
-    order.sort_by_key(|&i| {
-        (
-            std::cmp::Reverse(groups[i].severity),
-            std::cmp::Reverse(groups[i].findings.len() as u64 + unlisted[i]),
-        )
-    });
-    let unlisted: Vec<u64> = order.iter().map(|&i| unlisted[i]).collect();
-    let mut slots: Vec<Option<_>> = groups.drain(..).map(Some).collect();
-    groups = order.iter().filter_map(|&i| slots[i].take()).collect();
     for (rank, g) in groups.iter().enumerate() {
-        let count = g.findings.len() as u64 + unlisted[rank];
+        let count = g.count();
         let connections: std::collections::BTreeSet<u64> = g
             .findings
             .iter()
@@ -412,9 +391,9 @@ fn ranked(c: &CaptureSummary, all: &[Finding], style: Style, w: &mut dyn Write) 
             g.last_time()
         )?;
     }
-    for (g, unlisted) in groups.iter().zip(unlisted) {
+    for g in &groups {
         writeln!(w)?;
-        let count = g.findings.len() as u64 + unlisted;
+        let count = g.count();
         writeln!(
             w,
             "{}",
@@ -425,7 +404,7 @@ fn ranked(c: &CaptureSummary, all: &[Finding], style: Style, w: &mut dyn Write) 
                 terminal_safe(g.server),
                 count,
                 if count == 1 { "" } else { "s" },
-                if unlisted > 0 {
+                if g.unlisted > 0 {
                     format!(" ({} listed, --max-findings)", g.findings.len())
                 } else {
                     String::new()
