@@ -2,9 +2,11 @@
 
 mod judging;
 mod shard;
+mod shard_report;
 mod threads;
 
-pub use threads::{Dealt, deal_only};
+pub use shard_report::{ShardReportError, merge_shard_reports, write_shard_report};
+pub use threads::{Dealt, ShardSpec, deal_only};
 
 use crate::capture::{CaptureError, CaptureReader, Frame, LinkType, Timestamp};
 use crate::decode::{self, DecodeError, Packet, Transport};
@@ -16,6 +18,7 @@ use crate::report::{
 };
 use crate::verdict;
 use judging::Judging;
+use serde::{Deserialize, Serialize};
 use shard::Shard;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -23,7 +26,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-#[derive(Clone, Debug)]
+/// How a capture is analyzed. A shard report carries these, so `lbdiag merge` judges the
+/// shards' connections as the run that recorded them would have (the threads and the progress
+/// counter are the run's own; access logs are given to the merge).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Options {
     pub limits: FlowLimits,
     pub thresholds: Thresholds,
@@ -37,12 +43,15 @@ pub struct Options {
     /// Addresses the user says are balancers (`--balancer`), besides those the traffic shows.
     pub balancers: Vec<std::net::IpAddr>,
     /// Bytes read from capture files are added here, for a progress bar.
+    #[serde(skip)]
     pub progress: Option<Arc<AtomicU64>>,
     /// Threads analyzing one capture (0: the cores available). The report is the same for
     /// any number; budgets (`max_connections`, `max_ooo_total`, `max_protocol_buffers`) are
     /// shared out among them.
+    #[serde(skip)]
     pub threads: usize,
     /// Access logs whose lines are joined to the captures' transactions (`--access-log`).
+    #[serde(skip)]
     pub access_logs: Option<Arc<crate::accesslog::LogIndex>>,
 }
 
@@ -435,25 +444,38 @@ fn merge(
 /// one after the other with frame numbers running on, so a connection that spans two files is
 /// one connection. A part that cannot be opened is named in the warnings and left out.
 pub fn analyze_joined(parts: &[PathBuf], options: &Options) -> CaptureAnalysis {
+    match open_parts(parts, options) {
+        Ok((readers, warnings)) => analyze_readers(readers, warnings, options),
+        Err(e) => unreadable(
+            parts
+                .first()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            e,
+        ),
+    }
+}
+
+/// Opens the files of one capture in the order of their first frames. A part that cannot be
+/// opened is named in the warnings and left out; only when none can be is it an error.
+fn open_parts(
+    parts: &[PathBuf],
+    options: &Options,
+) -> Result<(Vec<CaptureReader>, Warnings), CaptureError> {
     let mut opened = Vec::new();
     let mut failed = Vec::new();
     for path in parts {
         match CaptureReader::open_counted(path, options.progress.clone()) {
+            // One file needs no order (and standard input cannot be read twice).
+            Ok(r) if parts.len() == 1 => opened.push((None, r)),
             Ok(r) => opened.push((CaptureReader::first_timestamp(path), r)),
             Err(e) => failed.push(e),
         }
     }
     if opened.is_empty() {
-        let name = parts.first().map(|p| p.display().to_string());
-        return match failed.into_iter().next() {
-            Some(e) => unreadable(name.unwrap_or_default(), e),
-            None => unreadable(
-                String::new(),
-                CaptureError::Empty {
-                    path: String::new(),
-                },
-            ),
-        };
+        return Err(failed.into_iter().next().unwrap_or(CaptureError::Empty {
+            path: String::new(),
+        }));
     }
     // Files without a frame sort first; they add nothing but their name.
     opened.sort_by_key(|(first, _)| *first);
@@ -461,11 +483,7 @@ pub fn analyze_joined(parts: &[PathBuf], options: &Options) -> CaptureAnalysis {
     for e in failed {
         warnings.push(None, format!("part of the joined capture left out: {e}"));
     }
-    analyze_readers(
-        opened.into_iter().map(|(_, r)| r).collect(),
-        warnings,
-        options,
-    )
+    Ok((opened.into_iter().map(|(_, r)| r).collect(), warnings))
 }
 
 pub fn analyze_path(path: &Path, options: &Options) -> CaptureAnalysis {
@@ -490,7 +508,7 @@ fn unreadable(file: String, e: CaptureError) -> CaptureAnalysis {
 }
 
 /// Counts of frames we could not use, reported once per capture instead of once per frame.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize, PartialEq, Debug)]
 struct Skipped {
     unsupported: BTreeMap<LinkType, (u64, u64)>,
     undecodable: BTreeMap<String, (u64, u64)>,
@@ -665,24 +683,11 @@ fn analyze_readers(
         .map(|r| r.name().to_string())
         .unwrap_or_default();
     let mut judging = Judging::new(&name, options);
+    let candidates = judging.collect_log_candidates();
     let mut intake = Intake::default();
     let n = workers(options);
-    // Budgets are per worker, so the capture's total stays what the flags say.
-    let share = |total: usize| (total / n).max(1);
-    let limits = FlowLimits {
-        mtu: options.thresholds.mtu,
-        max_connections: share(options.limits.max_connections),
-        max_ooo_total: share(options.limits.max_ooo_total),
-        ..options.limits
-    };
-    let candidates = crate::accesslog::Candidates::default();
-    if let Some(index) = &options.access_logs {
-        let collector = crate::accesslog::Collector::new(index.clone(), candidates.clone());
-        judging.detectors.add(Box::new(collector));
-    }
-    let new_shard = || Shard::new(limits, options.http, share(options.max_protocol_buffers));
     let (shards, parts) = if n == 1 {
-        let mut shard = new_shard();
+        let mut shard = new_shard(options, 1);
         let parts = read_parts(&mut readers, &mut warnings, |frame: &Frame<'_>| {
             shard.clock(frame.ts);
             if let Some(packet) = intake.take(frame) {
@@ -692,25 +697,114 @@ fn analyze_readers(
         shard.finish(&mut judging);
         (vec![shard], parts)
     } else {
-        let shards = (0..n).map(|_| new_shard()).collect();
+        let shards = (0..n).map(|_| new_shard(options, n)).collect();
         threads::run(
             &mut readers,
             &mut warnings,
             &mut intake,
             shards,
-            &mut judging,
+            ShardSpec::WHOLE,
+            &mut |r| threads::replay(r, &mut judging),
         )
     };
-    let now = shards
-        .iter()
-        .map(Shard::now)
-        .max()
-        .unwrap_or(Timestamp(i64::MIN));
-    let ctx = context(&name, options, now, true);
-    let mut stats = FlowStats::default();
-    let (mut exhausted, mut too_many_holes, mut shed) = (0, 0, 0);
-    for s in &shards {
-        let t = &s.table.stats;
+    let extent = Extent::of(&readers, intake, warnings, parts);
+    conclude(extent, ShardCounts::of(&shards), judging, candidates)
+}
+
+/// One of `n` workers' shards, each with its share of the budgets, so the capture's total
+/// stays what the flags say.
+fn new_shard(options: &Options, n: usize) -> Shard {
+    let share = |total: usize| (total / n).max(1);
+    let limits = FlowLimits {
+        mtu: options.thresholds.mtu,
+        max_connections: share(options.limits.max_connections),
+        max_ooo_total: share(options.limits.max_ooo_total),
+        ..options.limits
+    };
+    Shard::new(limits, options.http, share(options.max_protocol_buffers))
+}
+
+/// What reading a capture's files gave besides its connections: the same in every shard's run
+/// of it.
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct Extent {
+    formats: Vec<String>,
+    compressed: bool,
+    link_types: Vec<String>,
+    packets: u64,
+    truncated: bool,
+    parts: Vec<CapturePart>,
+    skipped: Skipped,
+    bytes: u64,
+    first_ts: Option<Timestamp>,
+    last_ts: Option<Timestamp>,
+    warnings: Warnings,
+}
+
+impl Extent {
+    fn of(
+        readers: &[CaptureReader],
+        intake: Intake,
+        warnings: Warnings,
+        parts: Vec<CapturePart>,
+    ) -> Extent {
+        let mut formats: Vec<String> = Vec::new();
+        let mut link_types: Vec<String> = Vec::new();
+        for r in readers {
+            let format = r.info.format.to_string();
+            if !formats.contains(&format) {
+                formats.push(format);
+            }
+            for l in &r.info.link_types {
+                if !link_types.contains(&l.name()) {
+                    link_types.push(l.name());
+                }
+            }
+        }
+        Extent {
+            formats,
+            compressed: readers.iter().any(|r| r.info.compressed),
+            link_types,
+            packets: readers.last().map_or(0, CaptureReader::frames_read),
+            truncated: readers.iter().any(|r| r.info.truncated),
+            parts,
+            skipped: intake.skipped,
+            bytes: intake.bytes,
+            first_ts: intake.first_ts,
+            last_ts: intake.last_ts,
+            warnings,
+        }
+    }
+}
+
+/// What a capture's flow tables counted, summed over the shards that analyzed it.
+#[derive(Serialize, Deserialize, Default, Debug)]
+struct ShardCounts {
+    stats: FlowStats,
+    exhausted: u64,
+    too_many_holes: u64,
+    shed: u64,
+    /// The latest frame time any of them saw.
+    now: Option<Timestamp>,
+}
+
+impl ShardCounts {
+    fn of(shards: &[Shard]) -> ShardCounts {
+        let mut counts = ShardCounts::default();
+        for s in shards {
+            counts.add(ShardCounts {
+                stats: s.table.stats,
+                exhausted: s.table.budget.exhausted,
+                too_many_holes: s.table.budget.too_many_holes,
+                shed: s.shed(),
+                now: Some(s.now()),
+            });
+        }
+        counts
+    }
+
+    fn add(&mut self, other: ShardCounts) {
+        let (stats, t) = (&mut self.stats, &other.stats);
         stats.connections += t.connections;
         stats.evicted_early += t.evicted_early;
         stats.one_sided += t.one_sided;
@@ -718,17 +812,49 @@ fn analyze_readers(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        exhausted += s.table.budget.exhausted;
-        too_many_holes += s.table.budget.too_many_holes;
-        shed += s.shed();
+        self.exhausted += other.exhausted;
+        self.too_many_holes += other.too_many_holes;
+        self.shed += other.shed;
+        self.now = self.now.max(other.now);
     }
-    let Intake {
+}
+
+/// The capture's analysis once every connection has been judged: the detectors' conclusions
+/// across connections, the warnings, and the summary.
+fn conclude(
+    extent: Extent,
+    counts: ShardCounts,
+    judging: Judging<'_>,
+    candidates: crate::accesslog::Candidates,
+) -> CaptureAnalysis {
+    let name = judging.name.to_string();
+    let options = judging.options;
+    let ctx = context(
+        &name,
+        options,
+        counts.now.unwrap_or(Timestamp(i64::MIN)),
+        true,
+    );
+    let ShardCounts {
+        stats,
+        exhausted,
+        too_many_holes,
+        shed,
+        ..
+    } = counts;
+    let Extent {
+        formats,
+        compressed,
+        link_types,
+        packets,
+        truncated,
+        parts,
         skipped,
         bytes,
         first_ts,
         last_ts,
-        ..
-    } = intake;
+        mut warnings,
+    } = extent;
     let Judging {
         detectors,
         resynced_connections,
@@ -851,30 +977,17 @@ fn analyze_readers(
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
     crate::accesslog::join::attach(&mut log_candidates, &list);
-    let mut formats: Vec<String> = Vec::new();
-    let mut link_types: Vec<String> = Vec::new();
-    for r in &readers {
-        let format = r.info.format.to_string();
-        if !formats.contains(&format) {
-            formats.push(format);
-        }
-        for l in &r.info.link_types {
-            if !link_types.contains(&l.name()) {
-                link_types.push(l.name());
-            }
-        }
-    }
     let mut summary = CaptureSummary {
         file: name,
         format: formats.join(", "),
-        compressed: readers.iter().any(|r| r.info.compressed),
+        compressed,
         link_types,
-        packets: readers.last().map_or(0, CaptureReader::frames_read),
+        packets,
         bytes,
         first_timestamp: first_ts.map(Timestamp::rfc3339),
         last_timestamp: last_ts.map(Timestamp::rfc3339),
         connections: stats.connections,
-        truncated: readers.iter().any(|r| r.info.truncated),
+        truncated,
         parts: if parts.len() > 1 { parts } else { Vec::new() },
         error: None,
         http_transactions,

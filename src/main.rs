@@ -27,6 +27,63 @@ enum Command {
     /// Analyze pcap/pcapng files (optionally gzip-compressed; `-` reads stdin) or directories of
     /// them.
     Analyze(AnalyzeArgs),
+    /// Merge the shard reports of one capture (`analyze --shard I/N`, one for each I) into the
+    /// report one run over the whole capture gives.
+    Merge(MergeArgs),
+}
+
+/// How the report is written, and the exit code.
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Report format [default: from the --output file's extension, else text].
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Write the report to this file instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Colour in the text report: only on a terminal by default.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+    /// Exit with 1 when a finding of this severity or worse is found.
+    #[arg(long, value_enum, default_value_t = FailOnArg::Error)]
+    fail_on: FailOnArg,
+    /// List every finding in the text report, even on a large capture (which otherwise shows a
+    /// ranked table and a few examples per group).
+    #[arg(long)]
+    all: bool,
+    /// Keep only the findings that explain this status (repeatable), with what explains them.
+    #[arg(long = "status", value_name = "CODE")]
+    statuses: Vec<u16>,
+}
+
+/// Access logs joined to the captures.
+#[derive(clap::Args)]
+struct LogArgs {
+    /// An access log (repeatable; gzip or not) whose 4xx/5xx lines are joined to the captures'
+    /// transactions: the balancer's JSON Lines or CSV export, nginx, haproxy httplog, AWS ALB.
+    #[arg(long = "access-log", value_name = "LOG")]
+    access_logs: Vec<PathBuf>,
+    /// The nginx log_format the logs were written with, in nginx's variable names (else the
+    /// format is told from the content).
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+    /// Join every log line, not only 4xx/5xx.
+    #[arg(long)]
+    all_lines: bool,
+    /// Seconds a log's clock may be off from a capture's.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    max_clock_offset: u32,
+}
+
+#[derive(clap::Args)]
+struct MergeArgs {
+    /// The shard reports, in any order.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    report: ReportArgs,
+    #[command(flatten)]
+    logs: LogArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
@@ -64,12 +121,6 @@ struct AnalyzeArgs {
     /// input.
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// Report format [default: from the --output file's extension, else text].
-    #[arg(long, value_enum)]
-    format: Option<Format>,
-    /// Write the report to this file instead of standard output.
-    #[arg(long, short = 'o', value_name = "FILE")]
-    output: Option<PathBuf>,
     /// Captures analyzed at once [default: the number of cores]. Each has its own memory
     /// limits (--max-ooo-total, --max-protocol-buffers).
     #[arg(long, short = 'j', value_name = "N")]
@@ -86,12 +137,6 @@ struct AnalyzeArgs {
     /// No progress bar on standard error (it is only shown on a terminal anyway).
     #[arg(long, short = 'q')]
     quiet: bool,
-    /// Colour in the text report: only on a terminal by default.
-    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
-    color: ColorChoice,
-    /// Exit with 1 when a finding of this severity or worse is found.
-    #[arg(long, value_enum, default_value_t = FailOnArg::Error)]
-    fail_on: FailOnArg,
     /// Seconds of capture time without packets after which a connection is finalized.
     #[arg(long, default_value_t = 300)]
     idle_timeout: u32,
@@ -136,33 +181,21 @@ struct AnalyzeArgs {
     /// the traffic: an address that serves requests and forwards the same ones to a backend.
     #[arg(long = "balancer", value_name = "ADDR")]
     balancers: Vec<std::net::IpAddr>,
-    /// List every finding in the text report, even on a large capture (which otherwise shows a
-    /// ranked table and a few examples per group).
-    #[arg(long)]
-    all: bool,
-    /// Keep only the findings that explain this status (repeatable), with what explains them.
-    #[arg(long = "status", value_name = "CODE")]
-    statuses: Vec<u16>,
     /// Bytes of HTTP heads and TLS handshake messages buffered across all connections.
     #[arg(long, default_value_t = 256 << 20)]
     max_protocol_buffers: usize,
     /// Findings listed per kind and server; further ones are only counted.
     #[arg(long, default_value_t = 100)]
     max_findings: u32,
-    /// An access log (repeatable; gzip or not) whose 4xx/5xx lines are joined to the captures'
-    /// transactions: the balancer's JSON Lines or CSV export, nginx, haproxy httplog, AWS ALB.
-    #[arg(long = "access-log", value_name = "LOG")]
-    access_logs: Vec<PathBuf>,
-    /// The nginx log_format the logs were written with, in nginx's variable names (else the
-    /// format is told from the content).
-    #[arg(long, value_name = "FORMAT")]
-    log_format: Option<String>,
-    /// Join every log line, not only 4xx/5xx.
-    #[arg(long)]
-    all_lines: bool,
-    /// Seconds a log's clock may be off from a capture's.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    max_clock_offset: u32,
+    /// Analyze only the connections of shard I of N (I from 1) and write a shard report for
+    /// `lbdiag merge`, which combines the N of them into the report of one full run: one huge
+    /// capture split over machines that each read the file.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<lbdiag::analyze::ShardSpec>,
+    #[command(flatten)]
+    report: ReportArgs,
+    #[command(flatten)]
+    logs: LogArgs,
 }
 
 fn main() -> ExitCode {
@@ -183,18 +216,14 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
-    let Command::Analyze(args) = cli.command;
-    let access_logs = if args.access_logs.is_empty() {
-        None
-    } else {
-        let read = lbdiag::accesslog::ReadOptions {
-            log_format: args.log_format.clone(),
-            all_lines: args.all_lines,
-        };
-        let max_offset = Duration::from_secs(args.max_clock_offset as i64);
-        let index = lbdiag::accesslog::LogIndex::load(&args.access_logs, &read, max_offset)?;
-        Some(std::sync::Arc::new(index))
-    };
+    match cli.command {
+        Command::Analyze(args) => analyze(args),
+        Command::Merge(args) => merge(args),
+    }
+}
+
+fn analyze(args: AnalyzeArgs) -> anyhow::Result<u8> {
+    let access_logs = load_logs(&args.logs)?;
     let mut options = Options {
         limits: FlowLimits {
             idle_timeout: Duration::from_secs(args.idle_timeout as i64),
@@ -230,19 +259,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         threads: 1,
         access_logs,
     };
-    let format = match (args.format, &args.output) {
-        (Some(f), _) => f,
-        (None, Some(path)) => format_from_extension(path)?,
-        (None, None) => Format::Text,
-    };
     // Created before the analysis, so a bad path fails at once rather than after a long run.
-    let output =
-        match &args.output {
-            Some(path) => Some(std::fs::File::create(path).map_err(|e| {
-                anyhow::anyhow!("{}: cannot create the report: {e}", path.display())
-            })?),
-            None => None,
-        };
+    let output = create_output(&args.report)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = args.jobs.unwrap_or(cores).max(1);
     let mut inputs = lbdiag::analyze::collect_inputs(&args.files);
@@ -254,8 +272,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         .threads
         .unwrap_or(cores / at_once)
         .clamp(1, lbdiag::analyze::MAX_THREADS);
+    if let Some(spec) = args.shard {
+        return write_shard(&inputs, &options, spec, &args.report, output);
+    }
+    let format = report_format(&args.report)?;
     let bar = (!args.quiet && io::stderr().is_terminal()).then(|| progress_bar(&inputs));
-    let mut report = lbdiag::analyze::analyze_inputs(&inputs, &options, jobs, |p| {
+    let report = lbdiag::analyze::analyze_inputs(&inputs, &options, jobs, |p| {
         if let Some(bar) = &bar {
             bar.update(p);
         }
@@ -263,6 +285,120 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Some(bar) = bar {
         bar.finish();
     }
+    emit(report, format, &args.report, output)
+}
+
+/// `analyze --shard`: the shard report of one capture, for `lbdiag merge`.
+fn write_shard(
+    inputs: &lbdiag::analyze::Inputs,
+    options: &Options,
+    spec: lbdiag::analyze::ShardSpec,
+    args: &ReportArgs,
+    output: Option<std::fs::File>,
+) -> anyhow::Result<u8> {
+    if options.access_logs.is_some() {
+        anyhow::bail!(
+            "--shard: access logs are joined when the shards are merged: give --access-log to `lbdiag merge`"
+        );
+    }
+    if args.format.is_some() || !args.statuses.is_empty() {
+        anyhow::bail!(
+            "--shard writes a shard report: give --format and --status to `lbdiag merge`"
+        );
+    }
+    let parts = match inputs.entries.as_slice() {
+        [lbdiag::analyze::Input::File { path, .. }] => vec![path.clone()],
+        [lbdiag::analyze::Input::Joined { parts, .. }] => parts.clone(),
+        [lbdiag::analyze::Input::Unlistable { path, error }] => {
+            anyhow::bail!("{}: cannot list: {error}", path.display())
+        }
+        entries => anyhow::bail!(
+            "--shard analyzes one capture (or the files of one, with --join), not {}",
+            entries.len()
+        ),
+    };
+    // Shard reports shrink to a fifth compressed, and `merge` reads them either way.
+    let gzip = args
+        .output
+        .as_ref()
+        .is_some_and(|p| p.to_string_lossy().ends_with(".gz"));
+    let write =
+        |out: &mut dyn Write| lbdiag::analyze::write_shard_report(&parts, options, spec, out);
+    let written = match output {
+        Some(file) if gzip => {
+            let mut out = io::BufWriter::new(flate2::write::GzEncoder::new(
+                file,
+                flate2::Compression::fast(),
+            ));
+            write(&mut out).and_then(|()| {
+                out.into_inner()
+                    .map_err(io::IntoInnerError::into_error)
+                    .and_then(flate2::write::GzEncoder::finish)
+                    .map(drop)
+                    .map_err(lbdiag::analyze::ShardReportError::Write)
+            })
+        }
+        Some(file) => write(&mut io::BufWriter::new(file)),
+        None => write(&mut io::BufWriter::new(io::stdout().lock())),
+    };
+    match (written, &args.output) {
+        (Err(lbdiag::analyze::ShardReportError::Write(e)), Some(path)) => {
+            anyhow::bail!("{}: cannot write the shard report: {e}", path.display())
+        }
+        (Err(lbdiag::analyze::ShardReportError::Write(e)), None) => Err(e.into()),
+        (Err(e), _) => Err(e.into()),
+        (Ok(()), _) => Ok(0),
+    }
+}
+
+fn merge(args: MergeArgs) -> anyhow::Result<u8> {
+    let access_logs = load_logs(&args.logs)?;
+    let format = report_format(&args.report)?;
+    let output = create_output(&args.report)?;
+    let report = lbdiag::analyze::merge_shard_reports(&args.files, access_logs)?;
+    emit(report, format, &args.report, output)
+}
+
+fn load_logs(
+    args: &LogArgs,
+) -> anyhow::Result<Option<std::sync::Arc<lbdiag::accesslog::LogIndex>>> {
+    if args.access_logs.is_empty() {
+        return Ok(None);
+    }
+    let read = lbdiag::accesslog::ReadOptions {
+        log_format: args.log_format.clone(),
+        all_lines: args.all_lines,
+    };
+    let max_offset = Duration::from_secs(args.max_clock_offset as i64);
+    let index = lbdiag::accesslog::LogIndex::load(&args.access_logs, &read, max_offset)?;
+    Ok(Some(std::sync::Arc::new(index)))
+}
+
+fn report_format(args: &ReportArgs) -> anyhow::Result<Format> {
+    Ok(match (args.format, &args.output) {
+        (Some(f), _) => f,
+        (None, Some(path)) => format_from_extension(path)?,
+        (None, None) => Format::Text,
+    })
+}
+
+fn create_output(args: &ReportArgs) -> anyhow::Result<Option<std::fs::File>> {
+    args.output
+        .as_ref()
+        .map(|path| {
+            std::fs::File::create(path)
+                .map_err(|e| anyhow::anyhow!("{}: cannot create the report: {e}", path.display()))
+        })
+        .transpose()
+}
+
+/// Prints the report as asked and says what the exit code is.
+fn emit(
+    mut report: lbdiag::Report,
+    format: Format,
+    args: &ReportArgs,
+    output: Option<std::fs::File>,
+) -> anyhow::Result<u8> {
     report.keep_statuses(&args.statuses);
     for capture in &report.captures {
         if let Some(err) = &capture.error {

@@ -41,6 +41,19 @@ impl<'a> Judging<'a> {
     }
 }
 
+impl Judging<'_> {
+    /// With access logs: a detector that hands the transactions log lines could be to the
+    /// returned list.
+    pub fn collect_log_candidates(&mut self) -> crate::accesslog::Candidates {
+        let candidates = crate::accesslog::Candidates::default();
+        if let Some(index) = &self.options.access_logs {
+            let collector = crate::accesslog::Collector::new(index.clone(), candidates.clone());
+            self.detectors.add(Box::new(collector));
+        }
+        candidates
+    }
+}
+
 impl Judge for Judging<'_> {
     fn http(&mut self, conn: ConnRef, event: HttpEvent<'_>, at: Moment) {
         if let (HttpEvent::Done(t), Some(l)) = (&event, self.listing.as_mut()) {

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// Where in capture time an event happened, as the detectors' context reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Moment {
     /// The latest frame time seen so far in the capture.
     pub now: Timestamp,

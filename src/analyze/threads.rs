@@ -18,6 +18,7 @@ use crate::flow::{ConnRef, Connection, Finalize, Seen, flow_hash};
 use crate::proto::App;
 use crate::proto::http::{FlawAt, HttpEvent, Transaction};
 use crate::report::CapturePart;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -57,16 +58,16 @@ struct Round {
 /// Where an event falls in the order a single thread would have produced it: by the frame
 /// being processed; at one frame, connections that expired (by deadline, then first frame)
 /// before the frame's own packet; at the end, by first frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Order {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct Order {
     frame: u64,
     phase: Phase,
     when: Timestamp,
     first: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Phase {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) enum Phase {
     Expired,
     Packet,
 }
@@ -82,14 +83,18 @@ impl Order {
     }
 }
 
-enum Owned {
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Owned {
     Done(ConnRef, Box<Transaction>),
     Flaw(ConnRef, Box<FlawAt>, Option<Box<Transaction>>),
     Finalized(Box<Connection>, Option<App>),
     TooBig(TooBig, Seen),
 }
 
-struct Recorded {
+/// A worker's event with its place in capture order: what a shard report (`--shard`) holds, one
+/// per line.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Recorded {
     order: Order,
     moment: Moment,
     event: Owned,
@@ -168,7 +173,8 @@ impl Judge for Recorder {
 }
 
 /// Hands a recorded event to the judge, as if the shard had produced it there.
-fn replay(event: Owned, moment: Moment, judge: &mut impl Judge) {
+pub(crate) fn replay(recorded: Recorded, judge: &mut impl Judge) {
+    let Recorded { event, moment, .. } = recorded;
     match event {
         Owned::Done(conn, t) => judge.http(conn, HttpEvent::Done(&t), moment),
         Owned::Flaw(conn, flaw, last) => judge.http(
@@ -191,15 +197,68 @@ enum Output {
     Done(Box<Shard>),
 }
 
-/// Which worker analyzes a decoded packet; `None` when no table needs it.
-fn owner(transport: &Transport<'_>, src: SocketAddr, dst: SocketAddr, n: usize) -> Option<usize> {
-    let of = |a, b| (flow_hash(a, b) % n as u64) as usize;
+/// Which share of a capture's connections a run analyzes (`--shard I/N`): those whose hash
+/// falls in share `index` of `count`, counted from 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardSpec {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl ShardSpec {
+    /// Every connection.
+    pub const WHOLE: ShardSpec = ShardSpec { index: 0, count: 1 };
+}
+
+/// Shards are named as the flag gives them: `I/N`, I counted from 1.
+impl std::fmt::Display for ShardSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index + 1, self.count)
+    }
+}
+
+impl std::str::FromStr for ShardSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ShardSpec, String> {
+        let bad = || format!("{s:?}: give the shard as I/N, I from 1 to N (for example 2/4)");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (i, n): (u32, u32) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if n == 0 || i == 0 || i > n {
+            return Err(bad());
+        }
+        Ok(ShardSpec {
+            index: i - 1,
+            count: n,
+        })
+    }
+}
+
+/// Which worker analyzes a decoded packet; `None` when no table of this run needs it. Of a
+/// connection's hash, the remainder by the shard count picks the shard and the quotient the
+/// worker, so a shard's workers share its connections as evenly as a whole run's do.
+fn owner(
+    transport: &Transport<'_>,
+    src: SocketAddr,
+    dst: SocketAddr,
+    n: usize,
+    spec: ShardSpec,
+) -> Option<usize> {
+    let count = u64::from(spec.count.max(1));
+    let of = |a, b| {
+        let h = flow_hash(a, b);
+        (h % count == u64::from(spec.index)).then_some(((h / count) % n as u64) as usize)
+    };
     match transport {
-        Transport::Tcp(_) => Some(of(src, dst)),
-        Transport::TooBig(m) if m.quoted_tcp => Some(of(m.quoted_src, m.quoted_dst)),
-        // Judged without a connection: any one worker will do, always the same one.
-        Transport::TooBig(_) => Some(0),
-        Transport::Unreachable(m) if m.quoted_tcp => Some(of(m.quoted_src, m.quoted_dst)),
+        Transport::Tcp(_) => of(src, dst),
+        Transport::TooBig(m) if m.quoted_tcp => of(m.quoted_src, m.quoted_dst),
+        // Judged without a connection: any one worker of the first shard will do, always the
+        // same one.
+        Transport::TooBig(_) => (spec.index == 0).then_some(0),
+        Transport::Unreachable(m) if m.quoted_tcp => of(m.quoted_src, m.quoted_dst),
         _ => None,
     }
 }
@@ -320,14 +379,15 @@ impl Dealer {
     }
 }
 
-/// Analyzes the capture on `shards.len()` workers, judging their output in capture order.
-/// Returns the shards as the workers left them, for their counts.
+/// Analyzes the connections of `spec` on `shards.len()` workers, handing their output to
+/// `sink` in capture order. Returns the shards as the workers left them, for their counts.
 pub(crate) fn run(
     readers: &mut [CaptureReader],
     warnings: &mut Warnings,
     intake: &mut Intake,
     shards: Vec<Shard>,
-    judge: &mut impl Judge,
+    spec: ShardSpec,
+    sink: &mut impl FnMut(Recorded),
 ) -> (Vec<Shard>, Vec<CapturePart>) {
     let n = shards.len();
     std::thread::scope(|scope| {
@@ -344,7 +404,7 @@ pub(crate) fn run(
             outputs.push(out_rx);
         }
         drop(spent_tx);
-        let reading = scope.spawn(move || read(readers, warnings, intake, senders, spent_rx));
+        let reading = scope.spawn(move || read(readers, warnings, intake, senders, spent_rx, spec));
         let mut done: Vec<Option<Shard>> = (0..n).map(|_| None).collect();
         let mut batches: Vec<std::vec::IntoIter<Recorded>> = Vec::with_capacity(n);
         // Every worker gets every round, so they all reach the end in the same iteration.
@@ -366,10 +426,10 @@ pub(crate) fn run(
             }
             if !ended {
                 // A round is whole: no worker has more of it to come.
-                merge(&mut batches, judge, |_| None);
+                merge(&mut batches, sink, |_| None);
             }
         }
-        merge_end(&mut batches, &outputs, &mut done, judge);
+        merge_end(&mut batches, &outputs, &mut done, sink);
         let parts = reading.join().unwrap_or_default();
         (done.into_iter().flatten().collect(), parts)
     })
@@ -381,10 +441,10 @@ fn merge_end(
     batches: &mut [std::vec::IntoIter<Recorded>],
     outputs: &[Receiver<Output>],
     done: &mut [Option<Shard>],
-    judge: &mut impl Judge,
+    sink: &mut impl FnMut(Recorded),
 ) {
     let mut finished = vec![false; batches.len()];
-    merge(batches, judge, |w| {
+    merge(batches, sink, |w| {
         while !finished[w] {
             match outputs[w].recv() {
                 Ok(Output::End(part)) | Ok(Output::Round(part)) => return Some(part),
@@ -399,12 +459,13 @@ fn merge_end(
     });
 }
 
-/// Judges the workers' recordings in capture order. Each worker's are in order already, so
-/// this is a k-way merge (two workers never record the same order); `next_part(w)` gives
-/// worker `w`'s next recordings once its current ones are used up, `None` when it has no more.
-fn merge(
+/// Hands on the workers' (or shard reports') recordings in capture order. Each one's are in
+/// order already, so this is a k-way merge (two workers never record the same order);
+/// `next_part(w)` gives `w`'s next recordings once its current ones are used up, `None` when
+/// it has no more.
+pub(crate) fn merge(
     batches: &mut [std::vec::IntoIter<Recorded>],
-    judge: &mut impl Judge,
+    sink: &mut impl FnMut(Recorded),
     mut next_part: impl FnMut(usize) -> Option<Vec<Recorded>>,
 ) {
     let mut heads: Vec<Option<Recorded>> = batches.iter_mut().map(Iterator::next).collect();
@@ -425,7 +486,7 @@ fn merge(
             return;
         };
         let r = std::mem::replace(&mut heads[w], batches[w].next()).expect("present");
-        replay(r.event, r.moment, judge);
+        sink(r);
     }
 }
 
@@ -437,6 +498,7 @@ fn read(
     intake: &mut Intake,
     senders: Vec<SyncSender<Round>>,
     spent: Receiver<Vec<u8>>,
+    spec: ShardSpec,
 ) -> Vec<CapturePart> {
     let n = senders.len();
     let mut dealer = Dealer {
@@ -461,7 +523,7 @@ fn read(
             ),
         };
         let tcp = matches!(packet.transport, Transport::Tcp(_));
-        dealer.deal(frame, owner(&packet.transport, src, dst, n), tcp);
+        dealer.deal(frame, owner(&packet.transport, src, dst, n, spec), tcp);
     });
     if !dealer.entries.is_empty() {
         dealer.send();
@@ -515,6 +577,7 @@ pub fn deal_only(reader: &mut CaptureReader, workers: usize) -> Dealt {
             &mut intake,
             senders,
             spent_rx,
+            ShardSpec::WHOLE,
         );
         let counts: Vec<(u64, u64)> = drains.into_iter().filter_map(|d| d.join().ok()).collect();
         let frames = counts.first().map_or(0, |c| c.0);

@@ -1,7 +1,9 @@
 use std::fmt;
 
 /// A pcap LINKTYPE_ value. Unknown values survive and print as numbers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct LinkType(pub u32);
 
 impl LinkType {

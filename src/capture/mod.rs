@@ -13,7 +13,7 @@ pub use warnings::{Warning, Warnings};
 
 /// A frame number (1-based, as Wireshark numbers them) with its capture time: where every
 /// layer above says something happened.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Seen {
     pub frame: u64,
     pub ts: Timestamp,

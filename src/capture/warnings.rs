@@ -2,16 +2,16 @@
 //! first frame, and capped so a file broken everywhere cannot grow them without bound. The
 //! capture layer makes them; the report carries them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Deserialize)]
 pub struct Warning {
     pub frame: Option<u64>,
     pub message: String,
 }
 
 /// Capture warnings, capped so a file that is broken everywhere cannot grow them without bound.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Warnings {
     items: Vec<Warning>,
     dropped: u64,

@@ -64,7 +64,7 @@ pub struct TcpSegment<'a> {
 
 /// ICMP "fragmentation needed" (v4) or "packet too big" (v6): a router's word that a packet
 /// did not fit the next hop, naming the packet by the headers it quotes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TooBig {
     pub next_hop_mtu: u32,
     /// Source and destination of the quoted packet (the one that was too big).

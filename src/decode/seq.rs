@@ -3,7 +3,9 @@
 
 use std::cmp::Ordering;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct SeqNumber(pub u32);
 
 impl SeqNumber {

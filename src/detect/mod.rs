@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// Where each transport finding starts; flags with these defaults.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Thresholds {
     /// IP packets above this are oversize (`--mtu`).
     pub mtu: u32,

@@ -10,7 +10,7 @@ use crate::decode::TcpSegment;
 use crate::flow::SeqNumber;
 use std::net::SocketAddr;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Client,
@@ -27,7 +27,7 @@ impl Role {
 }
 
 /// How we know which side is the client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RoleSource {
     /// We saw the SYN: its sender is the client.
     Syn,
@@ -48,7 +48,7 @@ impl Seen {
 }
 
 /// Facts about one direction of the connection.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Side {
     pub packets: u64,
     /// Packets that are neither SYN nor RST: ACKs, data, FINs, the traffic of an exchange.
@@ -77,7 +77,7 @@ impl Side {
 }
 
 /// The first reset that ended the connection.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Reset {
     pub at: Seen,
     pub by: Role,
@@ -88,7 +88,7 @@ pub struct Reset {
 
 /// Where in the exchange a reset came, as far as TCP alone can tell: no HTTP parsing, so
 /// "request" means the client's bytes and "response" the server's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TcpPhase {
     /// The client had sent no payload.
     BeforeRequest,
@@ -116,7 +116,7 @@ impl TcpPhase {
 pub const IDLE_AFTER: Duration = Duration::from_secs(2);
 
 /// Which connection stream bytes belong to, without borrowing the connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConnRef {
     pub serial: u64,
     pub first_frame: u64,
@@ -125,7 +125,7 @@ pub struct ConnRef {
     pub start_captured: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Connection {
     /// The frame number of its first packet: unique in a capture, and the same however many
     /// tables analyze the capture.
@@ -169,7 +169,7 @@ pub struct Connection {
 }
 
 /// An ICMP or ICMPv6 destination-unreachable message about one of the connection's packets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Unreachable {
     pub at: Seen,
     pub v6: bool,

@@ -5,7 +5,7 @@ use crate::capture::Seen;
 
 /// The first few frames of a repeated event; the count says how many there were in all.
 /// Small when empty: a half-open connection carries several of these.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct FrameList {
     kept: Vec<u64>,
     pub count: u32,

@@ -58,7 +58,7 @@ const MIN_RING: usize = 4096;
 /// Stream positions from `start` to `end` that are accounted for: `[start, data_end)` was
 /// captured and sits in the ring, `[data_end, end)` was sent but cut by the snaplen, a hole of
 /// known length that is delivered as a gap and never filled in.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct Run {
     start: u64,
     data_end: u64,
@@ -67,7 +67,7 @@ struct Run {
     at: Seen,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Held {
     /// Stream offset `p` lives at `ring[p % ring.len()]`. Every held position lies within one
     /// ring length of the next expected byte, so positions never collide.
@@ -151,7 +151,7 @@ const MAX_PLAUSIBLE_JUMP: i64 = 1 << 30;
 
 /// The first and last bytes of a recently delivered segment: enough to notice a retransmission
 /// that carries different bytes than the original, without keeping the stream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Sample {
     seq: u32,
     len: u32,
@@ -175,7 +175,7 @@ impl Sample {
 
 const SAMPLES: usize = 8;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Reassembler {
     /// The sequence number of the byte at `offset`.
     next: Option<SeqNumber>,

@@ -13,7 +13,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FlowLimits {
     /// A connection with no packets for this long is finalized.
     pub idle_timeout: Duration,
@@ -109,7 +109,7 @@ fn server_by_ports(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct FlowStats {
     pub connections: u64,
     pub evicted_early: u64,

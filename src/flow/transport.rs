@@ -14,7 +14,7 @@ const UNACKED_KEPT: usize = 64;
 
 /// What one side of a connection did: what it sent (as the peer acknowledged it) and the
 /// ACKs and windows it advertised.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct TcpStats {
     pub data_segments: u64,
     /// Data segments that started below the highest byte already sent: retransmissions, or at

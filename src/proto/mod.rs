@@ -7,7 +7,7 @@ pub mod tls;
 use crate::flow::{Role, Seen};
 
 /// The protocol a connection carries, decided by its first bytes.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum App {
     Http(Box<http::HttpConn>),
     Tls(Box<tls::TlsConn>),

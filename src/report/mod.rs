@@ -156,7 +156,7 @@ pub struct Unlisted {
 }
 
 /// One file of a capture joined from several.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Default, PartialEq, serde::Deserialize)]
 pub struct CapturePart {
     pub file: String,
     /// The capture's frame number of this file's first frame.

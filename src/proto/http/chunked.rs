@@ -5,7 +5,7 @@
 /// Longest chunk-size or trailer line accepted; longer ones are malformed, not buffered.
 const MAX_LINE: usize = 4096;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ChunkError {
     BadSize(String),
     SizeOverflow,
@@ -26,7 +26,7 @@ impl std::fmt::Display for ChunkError {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum State {
     Size(Vec<u8>),
     Data(u64),
@@ -37,7 +37,7 @@ enum State {
     Done,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Chunked {
     state: State,
     pub body_bytes: u64,

@@ -48,7 +48,7 @@ pub const KNOWN_METHODS: &[&str] = &[
 ];
 
 /// What is wrong with the bytes, found while framing them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Flaw {
     Head(HeadProblem),
     /// Client bytes where a request should begin.
@@ -76,7 +76,7 @@ pub enum Flaw {
 }
 
 /// A flaw, where it is, and which request it concerns.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FlawAt {
     pub flaw: Flaw,
     pub from: Role,
@@ -90,7 +90,7 @@ pub struct FlawAt {
 
 /// One framing event. Requests are numbered (`seq`) in the order they were sent; a response
 /// names the request it answers (`None`: one the capture does not hold).
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum Message {
     /// A request head ended; `head` is `None` when it did not parse. `done` is set when the
     /// request has no body.
@@ -139,14 +139,14 @@ pub enum Message {
     Flaw(FlawAt),
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum Body {
     Length(u64),
     Chunked(Chunked),
     UntilClose,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum Mode {
     /// Waiting for the first byte of a message.
     Start,
@@ -163,7 +163,7 @@ enum Mode {
     Off,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Direction {
     mode: Mode,
     head: Vec<u8>,
@@ -227,7 +227,7 @@ impl Direction {
 }
 
 /// What the framer remembers of a request until its answer begins: enough to frame the answer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Waiting {
     seq: u64,
     start: Seen,
@@ -286,7 +286,7 @@ pub struct InProgress {
     pub in_head: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Framer {
     limits: HttpLimits,
     req: Direction,

@@ -24,7 +24,7 @@ pub const TRACE_ID_KEPT: usize = 128;
 
 /// The request's trace headers, which a balancer's log also writes: the strongest key between
 /// a log line and a request. Empty (and allocation-free) when the request carries neither.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TraceIds {
     /// `X-Amzn-Trace-Id`, as sent.
     pub amzn: Option<Box<str>>,
@@ -55,7 +55,7 @@ impl TraceIds {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ContentLength {
     Absent,
     Valid(u64),
@@ -66,7 +66,7 @@ pub enum ContentLength {
 }
 
 /// What the framing of a message depends on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Framing {
     pub content_length: ContentLength,
     pub transfer_encoding: bool,
@@ -75,7 +75,7 @@ pub struct Framing {
     pub connection_close: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RequestHead {
     pub method: Method,
     /// The target, cut to a length fit for a report (before redaction).
@@ -93,7 +93,7 @@ pub struct RequestHead {
     pub trace_ids: TraceIds,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ResponseHead {
     pub status: u16,
     pub reason: String,
@@ -112,7 +112,7 @@ pub struct HeadError {
 
 /// What is wrong with a head, as precisely as the bytes tell: the report names it, so
 /// "the method is not a valid token" must only be said of a method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HeadProblem {
     /// Two spaces in a row (or a leading space) in the request line.
     RequestLineExtraSpace,
@@ -187,7 +187,7 @@ pub const TARGET_KEPT: usize = 256;
 
 /// A request method, kept inline: there is one per request, and a heap string each would be a
 /// good part of what a small transaction costs.
-#[derive(Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Method {
     bytes: [u8; 32],
     len: u8,

@@ -14,7 +14,7 @@ pub use framer::{Flaw, FlawAt, HttpPhase, InProgress, KNOWN_METHODS};
 use framer::{Framer, Message};
 use std::collections::VecDeque;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct HttpLimits {
     /// A head is buffered up to this many bytes; beyond it, it is too large to follow.
     pub max_head: usize,
@@ -43,7 +43,7 @@ const MAX_FLAWS: usize = 8;
 const RECENT_KEPT: usize = 4;
 
 /// The first line of a request, as far as a report needs it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RequestLine {
     pub method: head::Method,
     /// Cut to a length fit for a report, before redaction.
@@ -54,7 +54,7 @@ pub struct RequestLine {
 }
 
 /// One request and its response.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Transaction {
     /// The request's number on the connection; `None` when the capture holds no request for
     /// this response.
@@ -151,7 +151,7 @@ pub enum HttpEvent<'a> {
     },
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct HttpConn {
     framer: Framer,
     open: VecDeque<Transaction>,

@@ -43,7 +43,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClientHello {
     pub legacy_version: u16,
     pub sni: Option<String>,
@@ -51,7 +51,7 @@ pub struct ClientHello {
     pub alpn: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServerHello {
     /// The negotiated version (from `supported_versions` when present).
     pub version: u16,

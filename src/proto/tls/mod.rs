@@ -23,7 +23,7 @@ const KEEP_HANDSHAKE_CAPACITY: usize = 16 * 1024;
 const SSLV2_HELLO: u8 = 0x80;
 const MAX_CERTIFICATES: usize = 6;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Alert {
     pub from: Role,
     pub at: Seen,
@@ -33,7 +33,7 @@ pub struct Alert {
     pub after: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Direction {
     header: Vec<u8>,
     /// Bytes left of the current record, and whether they are kept (handshake, alert).
@@ -48,7 +48,7 @@ struct Direction {
     seen_record: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct TlsConn {
     client: Direction,
     server: Direction,

@@ -1,0 +1,394 @@
+//! Shard reports: one share of a capture's connections (`lbdiag analyze --shard I/N`), written
+//! as the events its workers produced in capture order, and the merge of every share's report
+//! into the report of one full run (`lbdiag merge`).
+//!
+//! A shard run reads the whole capture (every frame moves capture time, so connections expire
+//! at the same frame as in a full run) but analyzes only the connections whose hash falls in
+//! its share. What it writes is what the threads of one run hand to the detectors: merging the
+//! shards' events by their place in capture order and judging them is the same judging, so the
+//! merged report is the full run's, byte for byte.
+//!
+//! The file is JSON Lines: a head (the capture, the share, the options judged with), one line
+//! per event, and an end line with what reading the capture gave and what the share's flow
+//! tables counted. The events are the analyzer's own types, so a shard report is read only by
+//! the lbdiag version that wrote it.
+
+use super::judging::Judging;
+use super::threads::{self, Recorded, ShardSpec};
+use super::{
+    CaptureAnalysis, Extent, Intake, Options, ShardCounts, conclude, new_shard, open_parts, workers,
+};
+use crate::capture::CaptureError;
+use crate::report::Report;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bumped whenever what a shard report holds changes shape.
+const FORMAT: u32 = 1;
+
+/// Events taken from each shard report at a time while merging.
+const EVENTS_PER_READ: usize = 1024;
+
+/// The longest line read from a shard report: a finalized connection with its protocol state
+/// (a certificate chain, a head in progress) is far below this; a longer one is damage.
+const MAX_LINE: u64 = 256 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShardReportError {
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error("cannot write the shard report: {0}")]
+    Write(io::Error),
+    #[error("{path}: cannot read: {source}")]
+    Read { path: String, source: io::Error },
+    #[error("{path}: not a shard report (those are written by `lbdiag analyze --shard I/N`)")]
+    NotAShardReport { path: String },
+    #[error("{path}: line {line}: {reason}")]
+    Damaged {
+        path: String,
+        line: u64,
+        reason: String,
+    },
+    #[error("{path}: {reason}")]
+    Mismatch { path: String, reason: String },
+    #[error("{0}")]
+    Incomplete(String),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Line {
+    Head(Box<Head>),
+    Event(Box<Recorded>),
+    End(Box<End>),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Head {
+    format: u32,
+    version: String,
+    capture: String,
+    shard: ShardSpec,
+    options: Options,
+}
+
+#[derive(Serialize, Deserialize)]
+struct End {
+    extent: Extent,
+    counts: ShardCounts,
+    events: u64,
+}
+
+/// Analyzes the connections of `spec` in the capture made of `parts` (one file, or the files
+/// of a rotated or joined capture) and writes its shard report to `out`.
+pub fn write_shard_report(
+    parts: &[PathBuf],
+    options: &Options,
+    spec: ShardSpec,
+    out: &mut dyn Write,
+) -> Result<(), ShardReportError> {
+    let (mut readers, mut warnings) = open_parts(parts, options)?;
+    let capture = readers
+        .first()
+        .map(|r| r.name().to_string())
+        .unwrap_or_default();
+    let mut write = |line: &Line| -> io::Result<()> {
+        serde_json::to_writer(&mut *out, line)?;
+        out.write_all(b"\n")
+    };
+    write(&Line::Head(Box::new(Head {
+        format: FORMAT,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        capture,
+        shard: spec,
+        options: options.clone(),
+    })))
+    .map_err(ShardReportError::Write)?;
+    let n = workers(options);
+    let shards = (0..n).map(|_| new_shard(options, n)).collect();
+    let mut intake = Intake::default();
+    let mut events = 0;
+    let mut failed = None;
+    let (shards, read) = threads::run(
+        &mut readers,
+        &mut warnings,
+        &mut intake,
+        shards,
+        spec,
+        &mut |r| {
+            if failed.is_none() {
+                events += 1;
+                failed = write(&Line::Event(Box::new(r))).err();
+            }
+        },
+    );
+    if let Some(e) = failed {
+        return Err(ShardReportError::Write(e));
+    }
+    let end = End {
+        extent: Extent::of(&readers, intake, warnings, read),
+        counts: ShardCounts::of(&shards),
+        events,
+    };
+    write(&Line::End(Box::new(end))).map_err(ShardReportError::Write)?;
+    out.flush().map_err(ShardReportError::Write)
+}
+
+/// One shard report being read.
+struct Source {
+    path: String,
+    lines: Box<dyn BufRead>,
+    line: u64,
+    buf: String,
+    events: u64,
+    end: Option<End>,
+}
+
+impl Source {
+    fn open(path: &Path) -> Result<Source, ShardReportError> {
+        let name = path.display().to_string();
+        let read_error = |source| ShardReportError::Read {
+            path: name.clone(),
+            source,
+        };
+        let mut file = BufReader::new(std::fs::File::open(path).map_err(read_error)?);
+        // Shard reports compress well, and are often moved compressed.
+        let gzip = file
+            .fill_buf()
+            .map_err(read_error)?
+            .starts_with(&[0x1f, 0x8b]);
+        let lines: Box<dyn BufRead> = if gzip {
+            Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
+        } else {
+            Box::new(file)
+        };
+        Ok(Source {
+            path: name,
+            lines,
+            line: 0,
+            buf: String::new(),
+            events: 0,
+            end: None,
+        })
+    }
+
+    fn damaged(&self, reason: impl Into<String>) -> ShardReportError {
+        ShardReportError::Damaged {
+            path: self.path.clone(),
+            line: self.line,
+            reason: reason.into(),
+        }
+    }
+
+    /// The next line, `None` at the end of the file.
+    fn next_line(&mut self) -> Result<Option<Line>, ShardReportError> {
+        self.buf.clear();
+        self.line += 1;
+        let read = (&mut self.lines)
+            .take(MAX_LINE)
+            .read_line(&mut self.buf)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData => self.damaged("not UTF-8 text"),
+                _ => ShardReportError::Read {
+                    path: self.path.clone(),
+                    source: e,
+                },
+            })?;
+        if read == 0 {
+            return Ok(None);
+        }
+        if !self.buf.ends_with('\n') {
+            if read as u64 == MAX_LINE {
+                return Err(self.damaged(format!("longer than {MAX_LINE} bytes")));
+            }
+            return Err(ShardReportError::Incomplete(format!(
+                "{}: ends in the middle of line {}: the run that wrote it did not finish",
+                self.path, self.line
+            )));
+        }
+        serde_json::from_str(&self.buf)
+            .map(Some)
+            .map_err(|e| self.damaged(e.to_string()))
+    }
+
+    fn head(&mut self) -> Result<Head, ShardReportError> {
+        match self.next_line() {
+            Ok(Some(Line::Head(head))) => Ok(*head),
+            Ok(_) | Err(ShardReportError::Damaged { line: 1, .. }) => {
+                Err(ShardReportError::NotAShardReport {
+                    path: self.path.clone(),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Up to [`EVENTS_PER_READ`] more events; none once the end line has been read.
+    fn next_events(&mut self) -> Result<Vec<Recorded>, ShardReportError> {
+        let mut events = Vec::new();
+        while self.end.is_none() && events.len() < EVENTS_PER_READ {
+            match self.next_line()? {
+                Some(Line::Event(e)) => events.push(*e),
+                Some(Line::End(end)) => {
+                    self.events += events.len() as u64;
+                    if end.events != self.events {
+                        return Err(self.damaged(format!(
+                            "{} events before the end line, which counts {}",
+                            self.events, end.events
+                        )));
+                    }
+                    self.end = Some(*end);
+                    return Ok(events);
+                }
+                Some(Line::Head(_)) => return Err(self.damaged("a second head line")),
+                None => {
+                    return Err(ShardReportError::Incomplete(format!(
+                        "{}: ends before its end line: the run that wrote it did not finish",
+                        self.path
+                    )));
+                }
+            }
+        }
+        self.events += events.len() as u64;
+        Ok(events)
+    }
+}
+
+/// Merges the shard reports of one capture, one per share, into the report a single run over
+/// the whole capture gives. With access logs, their lines are joined to the merged result.
+pub fn merge_shard_reports(
+    paths: &[PathBuf],
+    access_logs: Option<Arc<crate::accesslog::LogIndex>>,
+) -> Result<Report, ShardReportError> {
+    let mut sources = Vec::with_capacity(paths.len());
+    let mut heads = Vec::with_capacity(paths.len());
+    for path in paths {
+        let mut source = Source::open(path)?;
+        heads.push(source.head()?);
+        sources.push(source);
+    }
+    let Some(first) = heads.first() else {
+        return Err(ShardReportError::Incomplete(
+            "no shard reports to merge".into(),
+        ));
+    };
+    check_heads(first, &heads, &sources)?;
+    let options = Options {
+        access_logs: access_logs.clone(),
+        ..first.options.clone()
+    };
+    let mut judging = Judging::new(&first.capture, &options);
+    let candidates = judging.collect_log_candidates();
+    let mut failed = None;
+    let mut batches = Vec::with_capacity(sources.len());
+    for s in &mut sources {
+        batches.push(s.next_events()?.into_iter());
+    }
+    threads::merge(
+        &mut batches,
+        &mut |r| threads::replay(r, &mut judging),
+        |w| {
+            if failed.is_some() {
+                return None;
+            }
+            match sources[w].next_events() {
+                Ok(events) if events.is_empty() => None,
+                Ok(events) => Some(events),
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            }
+        },
+    );
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let mut ends = Vec::with_capacity(sources.len());
+    for s in &mut sources {
+        match s.end.take() {
+            Some(end) => ends.push((s.path.clone(), end)),
+            None => return Err(s.damaged("the events stop before the end line")),
+        }
+    }
+    let mut ends = ends.into_iter();
+    let (_, first_end) = ends.next().expect("one source at least");
+    let mut counts = first_end.counts;
+    for (path, end) in ends {
+        if end.extent != first_end.extent {
+            return Err(ShardReportError::Mismatch {
+                path,
+                reason: format!(
+                    "is a report of another capture than {}: {} frames of {} bytes, not {} of {}",
+                    first.capture,
+                    end.extent.packets,
+                    end.extent.bytes,
+                    first_end.extent.packets,
+                    first_end.extent.bytes
+                ),
+            });
+        }
+        counts.add(end.counts);
+    }
+    let analysis: CaptureAnalysis = conclude(first_end.extent, counts, judging, candidates);
+    let (mut report, candidates) = super::merge(std::iter::once(analysis));
+    if let Some(index) = &access_logs {
+        crate::accesslog::join::join(&mut report, index, candidates);
+    }
+    Ok(report)
+}
+
+/// The reports are of one capture, by this version, with the same options, and hold every
+/// share once.
+fn check_heads(first: &Head, heads: &[Head], sources: &[Source]) -> Result<(), ShardReportError> {
+    let options = serde_json::to_string(&first.options).unwrap_or_default();
+    let mut seen = BTreeSet::new();
+    for (head, source) in heads.iter().zip(sources) {
+        let mismatch = |reason: String| ShardReportError::Mismatch {
+            path: source.path.clone(),
+            reason,
+        };
+        if head.format != FORMAT || head.version != env!("CARGO_PKG_VERSION") {
+            return Err(mismatch(format!(
+                "written by lbdiag {}; this is {}: make every shard report with the version that merges them",
+                head.version,
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
+        if head.shard.count != first.shard.count {
+            return Err(mismatch(format!(
+                "is shard {} but the first report is shard {}: every shard must be of the same count",
+                head.shard, first.shard
+            )));
+        }
+        if serde_json::to_string(&head.options).unwrap_or_default() != options {
+            return Err(mismatch(
+                "was analyzed with other flags than the first report (thresholds, limits or balancers differ)".into(),
+            ));
+        }
+        if !seen.insert(head.shard.index) {
+            return Err(mismatch(format!("shard {} is given twice", head.shard)));
+        }
+    }
+    let missing: Vec<String> = (0..first.shard.count)
+        .filter(|i| !seen.contains(i))
+        .map(|index| {
+            ShardSpec {
+                index,
+                count: first.shard.count,
+            }
+            .to_string()
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(ShardReportError::Incomplete(format!(
+            "missing shard report(s) {} of {}",
+            missing.join(", "),
+            first.capture
+        )));
+    }
+    Ok(())
+}
