@@ -44,6 +44,9 @@ pub struct Options {
     pub threads: usize,
     /// Access logs whose lines are joined to the captures' transactions (`--access-log`).
     pub access_logs: Option<Arc<crate::accesslog::LogIndex>>,
+    /// `--same-traffic`: the captures show the same traffic from different hosts; they are
+    /// aligned with each other within this clock offset (`--max-clock-offset`).
+    pub same_traffic: Option<crate::capture::Duration>,
 }
 
 impl Default for Options {
@@ -59,6 +62,7 @@ impl Default for Options {
             progress: None,
             threads: 1,
             access_logs: None,
+            same_traffic: None,
         }
     }
 }
@@ -70,6 +74,8 @@ pub struct CaptureAnalysis {
     pub suppressed: u64,
     /// With access logs: the transactions some line could be, their findings indexing `findings`.
     pub log_candidates: Vec<crate::accesslog::Candidate>,
+    /// With `--same-traffic`: a bounded sample of its requests.
+    pub host_samples: Vec<crate::hosts::Sample>,
 }
 
 /// What to analyze, in report order: the paths named, with each directory replaced by the
@@ -390,10 +396,16 @@ pub fn analyze_inputs(
             on_progress(progress);
         }
     });
+    let samples: Vec<_> = (results.iter_mut().flatten())
+        .map(|a| std::mem::take(&mut a.host_samples))
+        .collect();
     let (mut report, candidates) = merge(results.into_iter().flatten());
     report.summary.skipped_files = inputs.skipped_files;
     if let Some(index) = &options.access_logs {
         crate::accesslog::join::join(&mut report, index, candidates);
+    }
+    if let Some(max_offset) = options.same_traffic {
+        crate::hosts::align(&mut report, samples, max_offset);
     }
     report
 }
@@ -486,6 +498,7 @@ fn unreadable(file: String, e: CaptureError) -> CaptureAnalysis {
         findings: Vec::new(),
         suppressed: 0,
         log_candidates: Vec::new(),
+        host_samples: Vec::new(),
     }
 }
 
@@ -679,6 +692,11 @@ fn analyze_readers(
     if let Some(index) = &options.access_logs {
         let collector = crate::accesslog::Collector::new(index.clone(), candidates.clone());
         judging.detectors.add(Box::new(collector));
+    }
+    let samples = crate::hosts::Samples::default();
+    if options.same_traffic.is_some() {
+        let sampler = crate::hosts::Sampler::new(samples.clone());
+        judging.detectors.add(Box::new(sampler));
     }
     let new_shard = || Shard::new(limits, options.http, share(options.max_protocol_buffers));
     let (shards, parts) = if n == 1 {
@@ -891,6 +909,11 @@ fn analyze_readers(
         findings: list,
         suppressed: findings.suppressed,
         log_candidates,
+        host_samples: std::mem::take(
+            &mut samples
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ),
     }
 }
 

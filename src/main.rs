@@ -160,9 +160,17 @@ struct AnalyzeArgs {
     /// Join every log line, not only 4xx/5xx.
     #[arg(long)]
     all_lines: bool,
-    /// Seconds a log's clock may be off from a capture's.
+    /// Seconds a log's clock may be off from a capture's (and, with --same-traffic, one
+    /// capture's from another's).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     max_clock_offset: u32,
+    /// The captures show the same traffic taken on different hosts (a client's and a
+    /// backend's), each with its own clock: find their clock offset from the requests seen on
+    /// both, tell which shows the front leg and which the back, and link the balancer's failed
+    /// answers on one to what the backend did on the other. Without an access log (with one,
+    /// each capture is aligned with the log instead).
+    #[arg(long, conflicts_with = "access_logs")]
+    same_traffic: bool,
 }
 
 fn main() -> ExitCode {
@@ -229,6 +237,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         progress: None,
         threads: 1,
         access_logs,
+        same_traffic: args
+            .same_traffic
+            .then(|| Duration::from_secs(args.max_clock_offset as i64)),
     };
     let format = match (args.format, &args.output) {
         (Some(f), _) => f,
