@@ -472,10 +472,9 @@ pub fn align(report: &mut Report, samples: Vec<Vec<Sample>>, max_offset: Duratio
     report.recount();
 }
 
-/// "+8.750 s", "-120.5 ms".
+/// "+8.750 s", "-0.120 s".
 fn signed(ns: i64) -> String {
-    let sign = if ns < 0 { "-" } else { "+" };
-    format!("{sign}{}", Duration(ns.saturating_abs()))
+    format!("{:+.3} s", ns as f64 / 1e9)
 }
 
 /// Sets the legs of the two captures' findings and links each front outcome that nothing in
