@@ -17,7 +17,7 @@ use crate::report::{
     CapturePart, CaptureSummary, ConnectionReport, Finding, Report, TransactionReport, Warnings,
 };
 use crate::verdict;
-use judging::Judging;
+use judging::{Collected, Judging};
 use serde::{Deserialize, Serialize};
 use shard::Shard;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -53,6 +53,10 @@ pub struct Options {
     /// Access logs whose lines are joined to the captures' transactions (`--access-log`).
     #[serde(skip)]
     pub access_logs: Option<Arc<crate::accesslog::LogIndex>>,
+    /// `--same-traffic`: the captures show the same traffic from different hosts; they are
+    /// aligned with each other within this clock offset (`--max-clock-offset`).
+    #[serde(skip)]
+    pub same_traffic: Option<crate::capture::Duration>,
 }
 
 impl Default for Options {
@@ -68,6 +72,7 @@ impl Default for Options {
             progress: None,
             threads: 1,
             access_logs: None,
+            same_traffic: None,
         }
     }
 }
@@ -79,6 +84,8 @@ pub struct CaptureAnalysis {
     pub suppressed: u64,
     /// With access logs: the transactions some line could be, their findings indexing `findings`.
     pub log_candidates: Vec<crate::accesslog::Candidate>,
+    /// With `--same-traffic`: a bounded sample of its requests.
+    pub host_samples: Vec<crate::hosts::Sample>,
 }
 
 /// What to analyze, in report order: the paths named, with each directory replaced by the
@@ -399,10 +406,16 @@ pub fn analyze_inputs(
             on_progress(progress);
         }
     });
+    let samples: Vec<_> = (results.iter_mut().flatten())
+        .map(|a| std::mem::take(&mut a.host_samples))
+        .collect();
     let (mut report, candidates) = merge(results.into_iter().flatten());
     report.summary.skipped_files = inputs.skipped_files;
     if let Some(index) = &options.access_logs {
         crate::accesslog::join::join(&mut report, index, candidates);
+    }
+    if let Some(max_offset) = options.same_traffic {
+        crate::hosts::align(&mut report, samples, max_offset);
     }
     report
 }
@@ -504,6 +517,7 @@ fn unreadable(file: String, e: CaptureError) -> CaptureAnalysis {
         findings: Vec::new(),
         suppressed: 0,
         log_candidates: Vec::new(),
+        host_samples: Vec::new(),
     }
 }
 
@@ -683,7 +697,7 @@ fn analyze_readers(
         .map(|r| r.name().to_string())
         .unwrap_or_default();
     let mut judging = Judging::new(&name, options);
-    let candidates = judging.collect_log_candidates();
+    let collected = judging.add_collectors();
     let mut intake = Intake::default();
     let n = workers(options);
     let (shards, parts) = if n == 1 {
@@ -708,7 +722,7 @@ fn analyze_readers(
         )
     };
     let extent = Extent::of(&readers, intake, warnings, parts);
-    conclude(extent, ShardCounts::of(&shards), judging, candidates)
+    conclude(extent, ShardCounts::of(&shards), judging, collected)
 }
 
 /// One of `n` workers' shards, each with its share of the budgets, so the capture's total
@@ -825,7 +839,7 @@ fn conclude(
     extent: Extent,
     counts: ShardCounts,
     judging: Judging<'_>,
-    candidates: crate::accesslog::Candidates,
+    collected: Collected,
 ) -> CaptureAnalysis {
     let name = judging.name.to_string();
     let options = judging.options;
@@ -972,7 +986,8 @@ fn conclude(
         &findings.http_clients,
     );
     let mut log_candidates: Vec<crate::accesslog::Candidate> = std::mem::take(
-        &mut candidates
+        &mut collected
+            .log_candidates
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
@@ -1004,6 +1019,12 @@ fn conclude(
         findings: list,
         suppressed: findings.suppressed,
         log_candidates,
+        host_samples: std::mem::take(
+            &mut collected
+                .host_samples
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ),
     }
 }
 

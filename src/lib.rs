@@ -9,6 +9,7 @@ pub mod capture;
 pub mod decode;
 pub mod detect;
 pub mod flow;
+pub mod hosts;
 pub mod proto;
 pub mod render;
 pub mod report;

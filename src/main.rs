@@ -70,7 +70,8 @@ struct LogArgs {
     /// Join every log line, not only 4xx/5xx.
     #[arg(long)]
     all_lines: bool,
-    /// Seconds a log's clock may be off from a capture's.
+    /// Seconds a log's clock may be off from a capture's (and, with --same-traffic, one
+    /// capture's from another's).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     max_clock_offset: u32,
 }
@@ -187,6 +188,13 @@ struct AnalyzeArgs {
     /// Findings listed per kind and server; further ones are only counted.
     #[arg(long, default_value_t = 100)]
     max_findings: u32,
+    /// The captures show the same traffic taken on different hosts (a client's and a
+    /// backend's), each with its own clock: find their clock offset from the requests seen on
+    /// both, tell which shows the front leg and which the back, and link the balancer's failed
+    /// answers on one to what the backend did on the other. Without an access log (with one,
+    /// each capture is aligned with the log instead).
+    #[arg(long, conflicts_with = "access_logs")]
+    same_traffic: bool,
     /// Analyze only the connections of shard I of N (I from 1) and write a shard report for
     /// `lbdiag merge`, which combines the N of them into the report of one full run: one huge
     /// capture split over machines that each read the file.
@@ -258,6 +266,9 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<u8> {
         progress: None,
         threads: 1,
         access_logs,
+        same_traffic: args
+            .same_traffic
+            .then(|| Duration::from_secs(args.logs.max_clock_offset as i64)),
     };
     // Created before the analysis, so a bad path fails at once rather than after a long run.
     let output = create_output(&args.report)?;
@@ -296,6 +307,9 @@ fn write_shard(
     args: &ReportArgs,
     output: Option<std::fs::File>,
 ) -> anyhow::Result<u8> {
+    if options.same_traffic.is_some() {
+        anyhow::bail!("--shard analyzes one capture: --same-traffic needs two");
+    }
     if options.access_logs.is_some() {
         anyhow::bail!(
             "--shard: access logs are joined when the shards are merged: give --access-log to `lbdiag merge`"

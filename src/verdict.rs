@@ -278,7 +278,12 @@ fn timing_words(f: &Finding, back: &Finding) -> String {
 
 /// "(back request frame 9, the balancer gave up at frame 11; connect 42 µs, ...)", or nothing.
 fn back_detail(f: &Finding, back: &Finding) -> String {
-    let parts: Vec<String> = [back_frames(back), timing_words(f, back)]
+    // Frame numbers are per file: a back leg captured on another host says which.
+    let mut frames = back_frames(back);
+    if back.capture != f.capture && !frames.is_empty() {
+        frames.push_str(&format!(" in {}", back.capture));
+    }
+    let parts: Vec<String> = [frames, timing_words(f, back)]
         .into_iter()
         .filter(|p| !p.is_empty())
         .collect();

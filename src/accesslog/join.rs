@@ -504,8 +504,9 @@ fn sample(line: &LogLine, c: &Candidate) -> (i64, i64) {
 }
 
 /// The clock offset that fits every sample (each known to within its half-precision: a second
-/// for `$time_local`), else the median: one outlier cannot move it far.
-fn offset(samples: &[(i64, i64)]) -> Option<i64> {
+/// for `$time_local`), else the median: one outlier cannot move it far. Also aligns captures of
+/// the same traffic with each other (`crate::hosts`).
+pub(crate) fn offset(samples: &[(i64, i64)]) -> Option<i64> {
     let lo = samples.iter().map(|(s, e)| s - e).max()?;
     let hi = samples.iter().map(|(s, e)| s + e).min()?;
     if lo <= hi {

@@ -41,16 +41,32 @@ impl<'a> Judging<'a> {
     }
 }
 
+/// What the detectors that serve joins across captures and logs hand out once the capture is
+/// judged.
+pub(crate) struct Collected {
+    /// With access logs: the transactions log lines could be.
+    pub log_candidates: crate::accesslog::Candidates,
+    /// With `--same-traffic`: the requests the captures are aligned by.
+    pub host_samples: crate::hosts::Samples,
+}
+
 impl Judging<'_> {
-    /// With access logs: a detector that hands the transactions log lines could be to the
-    /// returned list.
-    pub fn collect_log_candidates(&mut self) -> crate::accesslog::Candidates {
-        let candidates = crate::accesslog::Candidates::default();
+    /// Adds the detectors the options ask for that collect for joins after the analysis.
+    pub fn add_collectors(&mut self) -> Collected {
+        let collected = Collected {
+            log_candidates: Default::default(),
+            host_samples: Default::default(),
+        };
         if let Some(index) = &self.options.access_logs {
-            let collector = crate::accesslog::Collector::new(index.clone(), candidates.clone());
+            let collector =
+                crate::accesslog::Collector::new(index.clone(), collected.log_candidates.clone());
             self.detectors.add(Box::new(collector));
         }
-        candidates
+        if self.options.same_traffic.is_some() {
+            let sampler = crate::hosts::Sampler::new(collected.host_samples.clone());
+            self.detectors.add(Box::new(sampler));
+        }
+        collected
     }
 }
 

@@ -278,10 +278,11 @@ pub fn merge_shard_reports(
     check_heads(first, &heads, &sources)?;
     let options = Options {
         access_logs: access_logs.clone(),
+        same_traffic: None,
         ..first.options.clone()
     };
     let mut judging = Judging::new(&first.capture, &options);
-    let candidates = judging.collect_log_candidates();
+    let collected = judging.add_collectors();
     let mut failed = None;
     let mut batches = Vec::with_capacity(sources.len());
     for s in &mut sources {
@@ -333,7 +334,7 @@ pub fn merge_shard_reports(
         }
         counts.add(end.counts);
     }
-    let analysis: CaptureAnalysis = conclude(first_end.extent, counts, judging, candidates);
+    let analysis: CaptureAnalysis = conclude(first_end.extent, counts, judging, collected);
     let (mut report, candidates) = super::merge(std::iter::once(analysis));
     if let Some(index) = &access_logs {
         crate::accesslog::join::join(&mut report, index, candidates);

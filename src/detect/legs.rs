@@ -312,7 +312,7 @@ fn addr(s: &str) -> Option<SocketAddr> {
 }
 
 /// Front-leg findings that a back-leg failure can explain, and back-leg failures that can.
-fn front_outcome(f: &Finding) -> bool {
+pub(crate) fn front_outcome(f: &Finding) -> bool {
     match f.kind {
         Kind::ErrorStatus => f.facts.status.is_some_and(|s| s >= 500),
         Kind::ClientClosedEarly
@@ -324,7 +324,7 @@ fn front_outcome(f: &Finding) -> bool {
     }
 }
 
-fn back_cause(f: &Finding) -> bool {
+pub(crate) fn back_cause(f: &Finding) -> bool {
     matches!(
         f.kind,
         Kind::HandshakeRefused
@@ -514,28 +514,16 @@ fn link_legs(
         if f.leg != Some(Leg::Front) || !front_outcome(f) {
             continue;
         }
-        let (start, end) = window(f);
-        let best = findings
+        let backs = findings
             .iter()
             .enumerate()
-            .filter(|(j, b)| {
-                b.leg == Some(Leg::Back)
-                    && balancer_of[*j] == balancer_of[i]
-                    && back_cause(b)
-                    && (start..=end).contains(&b.facts.at.ts)
-            })
-            .max_by_key(|(_, b)| {
-                let same_request =
-                    b.facts.request_key.is_some() && b.facts.request_key == f.facts.request_key;
-                // A failure beats a pass-through status; the same request beats a neighbour.
-                (same_request, b.kind != Kind::ErrorStatus, b.facts.at.ts)
-            });
-        if let Some((j, _)) = best {
+            .filter(|(j, b)| b.leg == Some(Leg::Back) && balancer_of[*j] == balancer_of[i]);
+        if let Some(j) = explaining(f, backs, 0, |_| false) {
             links.push((i, j));
         }
     }
     for (front, back) in links {
-        rejudge(findings, front, back);
+        rejudge(findings, front, back, 0);
     }
     // Every backend the balancers reached, failures included.
     for (i, f) in findings.iter().enumerate() {
@@ -825,12 +813,63 @@ fn timings_json(t: &Timings) -> serde_json::Value {
     })
 }
 
-/// Records that `back` explains `front` and says what the two together mean.
-fn rejudge(findings: &mut [Finding], front: usize, back: usize) {
-    let (f, b) = (findings[front].clone(), findings[back].clone());
+/// Of the back-leg findings of a front outcome's balancer, the one that explains it: a failure
+/// within the front request's lifetime; the same request beats a neighbour (`matched`, a
+/// request known to be this one, beats both), a failure beats a pass-through status, the
+/// latest beats earlier ones. `shift` (nanoseconds, the back findings' clock minus the front
+/// one's) is non-zero when the back leg was captured on another host.
+pub(crate) fn explaining<'a>(
+    f: &Finding,
+    backs: impl Iterator<Item = (usize, &'a Finding)>,
+    shift: i64,
+    matched: impl Fn(&Finding) -> bool,
+) -> Option<usize> {
+    let (start, end) = window(f);
+    backs
+        .map(|(j, b)| (j, b, Timestamp(b.facts.at.ts.0.saturating_sub(shift))))
+        .filter(|(_, b, at)| back_cause(b) && (start..=end).contains(at))
+        .max_by_key(|(_, b, at)| {
+            let same_request =
+                b.facts.request_key.is_some() && b.facts.request_key == f.facts.request_key;
+            (matched(b), same_request, b.kind != Kind::ErrorStatus, *at)
+        })
+        .map(|(j, _, _)| j)
+}
+
+/// A back finding's moments on the front's clock (`shift` as in [`explaining`]).
+fn shifted(facts: &mut crate::report::Facts, shift: i64) {
+    if shift == 0 {
+        return;
+    }
+    let back = |s: &mut Seen| s.ts = Timestamp(s.ts.0.saturating_sub(shift));
+    back(&mut facts.at);
+    for s in [
+        &mut facts.request_at,
+        &mut facts.request_done_at,
+        &mut facts.response_at,
+        &mut facts.response_done_at,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        back(s);
+    }
+}
+
+/// Records that `back` explains `front` and says what the two together mean. `shift` as in
+/// [`explaining`]; a back finding from another capture is named with its file, since frame
+/// numbers are per file.
+pub(crate) fn rejudge(findings: &mut [Finding], front: usize, back: usize, shift: i64) {
+    let (f, mut b) = (findings[front].clone(), findings[back].clone());
+    shifted(&mut b.facts, shift);
     let frames = |x: &Finding| {
         let list: Vec<String> = x.packets.iter().take(4).map(|p| p.to_string()).collect();
-        format!("{} at frame {}", x.kind, list.join(", "))
+        let place = if x.capture == f.capture {
+            String::new()
+        } else {
+            format!(" in {}", x.capture)
+        };
+        format!("{} at frame {}{place}", x.kind, list.join(", "))
     };
     let front_seen = frames(&f);
     if let Some(t) = timings(&f, &b) {
@@ -890,7 +929,8 @@ fn rejudge(findings: &mut [Finding], front: usize, back: usize) {
         }];
     }
     // What the back finding says now that it has been judged with the front in view.
-    let b = findings[back].clone();
+    let mut b = findings[back].clone();
+    shifted(&mut b.facts, shift);
     let back_seen = frames(&b);
     let why = b.summary.trim_end_matches('.').to_string();
     let fr = &mut findings[front];

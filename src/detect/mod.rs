@@ -13,6 +13,9 @@ mod timeline;
 mod tls;
 mod transport;
 
+pub(crate) use http::request_key;
+pub(crate) use legs::{explaining, front_outcome, rejudge};
+
 use crate::capture::{Duration, Timestamp};
 use crate::decode::TooBig;
 use crate::flow::{ConnRef, Connection, RoleSource, Seen};

@@ -250,6 +250,7 @@ pub fn render(r: &Report, w: &mut dyn Write) -> io::Result<()> {
     if !r.logs.is_empty() {
         render_logs(r, w)?;
     }
+    render_alignments(r, w)?;
     if r.summary.suppressed > 0 {
         writeln!(
             w,
@@ -259,6 +260,37 @@ pub fn render(r: &Report, w: &mut dyn Write) -> io::Result<()> {
         )?;
     }
     writeln!(w, "</body>\n</html>")
+}
+
+/// `--same-traffic`: a table of each pair of captures, with the sentence that tells it.
+fn render_alignments(r: &Report, w: &mut dyn Write) -> io::Result<()> {
+    if r.alignments.is_empty() {
+        return Ok(());
+    }
+    writeln!(w, "<section class=\"log\" id=\"alignments\">")?;
+    writeln!(w, "<h2>Captures of the same traffic</h2>")?;
+    writeln!(
+        w,
+        "<table><thead><tr><th>capture</th><th>other</th><th>other's clock</th><th>matches</th>\
+         <th>front</th><th>back</th><th>links</th><th>what it means</th></tr></thead><tbody>"
+    )?;
+    for a in &r.alignments {
+        let offset = a.offset_ms.map_or("not found".to_string(), |ms| {
+            format!("{:+.3} s", ms / 1000.0)
+        });
+        writeln!(
+            w,
+            "<tr><td>{}</td><td>{}</td><td>{offset}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&a.capture),
+            escape(&a.other),
+            a.matches,
+            escape(a.front.as_deref().unwrap_or("-")),
+            escape(a.back.as_deref().unwrap_or("-")),
+            a.links,
+            escape(&a.note)
+        )?;
+    }
+    writeln!(w, "</tbody></table>\n</section>")
 }
 
 /// The access logs (`--access-log`): per log what was read and each clock offset found, then a
@@ -578,8 +610,14 @@ fn render_finding(
             .iter()
             .filter(|&&j| j < all.len())
             .map(|&j| {
+                // Frame numbers are per file: a finding of another capture says which.
+                let elsewhere = if all[j].capture == f.capture {
+                    String::new()
+                } else {
+                    format!(" in {}", escape(&all[j].capture))
+                };
                 format!(
-                    "<a href=\"#f{j}\">{} (frames {})</a>",
+                    "<a href=\"#f{j}\">{} (frames {}{elsewhere})</a>",
                     all[j].kind,
                     frames(&all[j].packets)
                 )

@@ -27,6 +27,7 @@ pub fn render(report: &Report, w: &mut dyn Write) -> io::Result<()> {
     if !report.logs.is_empty() {
         render_logs(report, w)?;
     }
+    render_alignments(report, w)?;
     if report.captures.len() > 1 || report.summary.suppressed > 0 {
         writeln!(w)?;
         writeln!(w, "---")?;
@@ -48,6 +49,42 @@ pub fn render(report: &Report, w: &mut dyn Write) -> io::Result<()> {
                 report.summary.suppressed
             )?;
         }
+    }
+    Ok(())
+}
+
+/// `--same-traffic`: a table of each pair of captures, then what each pair's numbers mean.
+fn render_alignments(report: &Report, w: &mut dyn Write) -> io::Result<()> {
+    if report.alignments.is_empty() {
+        return Ok(());
+    }
+    writeln!(w)?;
+    writeln!(w, "## Captures of the same traffic")?;
+    writeln!(w)?;
+    writeln!(
+        w,
+        "| capture | other | other's clock | matches | front | back | links |"
+    )?;
+    writeln!(w, "|---|---|---|---|---|---|---|")?;
+    for a in &report.alignments {
+        writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            escape(&a.capture),
+            escape(&a.other),
+            a.offset_ms.map_or("not found".to_string(), |ms| format!(
+                "{:+.3} s",
+                ms / 1000.0
+            )),
+            a.matches,
+            a.front.as_deref().map_or("-".to_string(), escape),
+            a.back.as_deref().map_or("-".to_string(), escape),
+            a.links
+        )?;
+    }
+    writeln!(w)?;
+    for a in &report.alignments {
+        writeln!(w, "- {}", escape(&a.note))?;
     }
     Ok(())
 }
@@ -285,7 +322,15 @@ fn render_finding(n: usize, f: &Finding, all: &[Finding], w: &mut dyn Write) -> 
         let told: Vec<String> = links
             .iter()
             .filter_map(|&i| all.get(i))
-            .map(|x| format!("`{}` (frames {})", x.kind, frames(&x.packets)))
+            .map(|x| {
+                // Frame numbers are per file: a finding of another capture says which.
+                let elsewhere = if x.capture == f.capture {
+                    String::new()
+                } else {
+                    format!(" in {}", escape(&x.capture))
+                };
+                format!("`{}` (frames {}{elsewhere})", x.kind, frames(&x.packets))
+            })
             .collect();
         if !told.is_empty() {
             writeln!(w, "- {label}: {}", told.join("; "))?;

@@ -90,6 +90,7 @@ pub fn render(report: &Report, style: Style, w: &mut dyn Write) -> io::Result<()
     if !report.logs.is_empty() {
         render_logs(report, style, w)?;
     }
+    render_alignments(report, style, w)?;
     if report.captures.len() > 1 {
         writeln!(w)?;
         writeln!(
@@ -110,6 +111,33 @@ pub fn render(report: &Report, style: Style, w: &mut dyn Write) -> io::Result<()
             "{} more findings of the same kinds were counted but not listed (--max-findings).",
             report.summary.suppressed
         )?;
+    }
+    Ok(())
+}
+
+/// `--same-traffic`: how each pair of captures' clocks sit and which leg each shows.
+fn render_alignments(report: &Report, style: Style, w: &mut dyn Write) -> io::Result<()> {
+    if report.alignments.is_empty() {
+        return Ok(());
+    }
+    writeln!(w)?;
+    writeln!(
+        w,
+        "{}",
+        style.bold("== captures of the same traffic (--same-traffic)")
+    )?;
+    for a in &report.alignments {
+        let offset = a.offset_ms.map_or("no offset found".to_string(), |ms| {
+            format!("clock {:+.3} s, {} matches", ms / 1000.0, a.matches)
+        });
+        writeln!(
+            w,
+            "  {} against {}: {offset}, {} link(s)",
+            terminal_safe(&a.other),
+            terminal_safe(&a.capture),
+            a.links
+        )?;
+        writeln!(w, "    {}", terminal_safe(&a.note))?;
     }
     Ok(())
 }
@@ -506,7 +534,15 @@ fn render_finding(f: &Finding, all: &[Finding], style: Style, w: &mut dyn Write)
         let told: Vec<String> = links
             .iter()
             .filter_map(|&i| all.get(i))
-            .map(|x| format!("{} (frames {})", x.kind, frames(&x.packets)))
+            .map(|x| {
+                // Frame numbers are per file: a finding of another capture says which.
+                let elsewhere = if x.capture == f.capture {
+                    String::new()
+                } else {
+                    format!(" in {}", terminal_safe(&x.capture))
+                };
+                format!("{} (frames {}{elsewhere})", x.kind, frames(&x.packets))
+            })
             .collect();
         if !told.is_empty() {
             writeln!(w, "    {label}: {}", told.join("; "))?;

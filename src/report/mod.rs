@@ -57,6 +57,36 @@ pub struct Report {
     /// into `findings`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unlogged_findings: Option<Vec<usize>>,
+    /// With `--same-traffic`: each pair of captures, how their clocks sit and which leg each
+    /// shows.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alignments: Vec<Alignment>,
+}
+
+/// Two captures given with `--same-traffic`: the clock offset found from requests seen on
+/// both, which one shows the front leg (client to balancer) and which the back leg (balancer to
+/// backend), and how many front findings were linked to a back finding across them.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct Alignment {
+    /// The first of the two, in report order: the offset is measured from its clock.
+    pub capture: String,
+    pub other: String,
+    /// `other`'s clock minus `capture`'s, in milliseconds (a moment stamped `t` in `capture` is
+    /// stamped `t + offset` in `other`); `null` when no offset was found.
+    pub offset_ms: Option<f64>,
+    /// Requests seen on both that fit only each other at that offset.
+    pub matches: usize,
+    /// The capture that shows the front leg and the one that shows the back leg; `null` when
+    /// that could not be told, or both show the same leg.
+    pub front: Option<String>,
+    pub back: Option<String>,
+    /// The addresses the front leg's clients reach, and those the back leg's requests come from.
+    pub balancer: Vec<String>,
+    pub back_addresses: Vec<String>,
+    /// Front findings linked to a back finding of the other capture (`explained_by`).
+    pub links: usize,
+    /// One sentence: what was found, or why nothing was.
+    pub note: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -531,21 +561,13 @@ pub enum FailOn {
 
 impl Report {
     pub fn new(captures: Vec<CaptureSummary>, findings: Vec<Finding>, suppressed: u64) -> Report {
-        let mut summary = Summary {
+        let summary = Summary {
             captures: captures.len(),
             unreadable_captures: captures.iter().filter(|c| c.error.is_some()).count(),
-            findings: findings.len(),
             suppressed,
             ..Summary::default()
         };
-        for f in &findings {
-            *summary
-                .by_severity
-                .entry(f.severity.to_string())
-                .or_default() += 1;
-            *summary.by_kind.entry(f.kind.to_string()).or_default() += 1;
-        }
-        Report {
+        let mut report = Report {
             tool: Tool::default(),
             schema: SCHEMA_VERSION,
             captures,
@@ -554,6 +576,24 @@ impl Report {
             logs: Vec::new(),
             log_matches: Vec::new(),
             unlogged_findings: None,
+            alignments: Vec::new(),
+        };
+        report.recount();
+        report
+    }
+
+    /// Counts the findings again after something changed their kind or severity.
+    pub fn recount(&mut self) {
+        self.summary.findings = self.findings.len();
+        self.summary.by_severity.clear();
+        self.summary.by_kind.clear();
+        for f in &self.findings {
+            *self
+                .summary
+                .by_severity
+                .entry(f.severity.to_string())
+                .or_default() += 1;
+            *self.summary.by_kind.entry(f.kind.to_string()).or_default() += 1;
         }
     }
 
