@@ -3,7 +3,9 @@
 #   1. GNU parallel maps `lbdiag analyze --format jsonl` over captures/, one report per capture;
 #   2. the Indexed Job's shard script (docs/examples/lbdiag-indexed-job.yaml) runs once per
 #      completion index, and the pods' reports must be exactly parallel's;
-#   3. DuckDB loads the reports (docs/examples/load-reports.sql), runs
+#   3. GNU parallel runs one capture's three shards (`analyze --shard I/3`), `lbdiag merge`
+#      combines their shard reports, and the result must be the report of one full run;
+#   4. DuckDB loads the reports (docs/examples/load-reports.sql), runs
 #      docs/examples/rank-servers.sql, and tests/scale_out.py checks the ranking against the
 #      captures' truth files.
 # Needs GNU parallel and a Python with the packages of tests/scale_out.requirements.txt
@@ -69,5 +71,16 @@ cp "$work"/pods/*/*.jsonl "$work/pod-reports/"
 diff -r "$work/reports" "$work/pod-reports" >&2 || { echo "scale_out: the pods' reports differ from parallel's" >&2; exit 1; }
 echo "scale_out: $completions Indexed Job pods wrote the same $taken reports as GNU parallel"
 
-# 3. DuckDB and the ranking, checked against the truth files.
+# 3. One capture split into shards, as a capture too big for one machine would be: each
+# shard's job reads the whole file and analyzes a third of its connections.
+big=captures/proxy-retries-some-fail.pcap
+mkdir -p "$work/shards"
+parallel --halt now,fail=1 \
+  "'$lbdiag' analyze --shard {}/3 --threads 1 $big -o '$work/shards'/{}.jsonl.gz" ::: 1 2 3
+"$lbdiag" merge --format json --fail-on never "$work"/shards/*.jsonl.gz > "$work/merged.json"
+"$lbdiag" analyze --format json --fail-on never --threads 1 "$big" > "$work/whole.json"
+cmp "$work/merged.json" "$work/whole.json" || { echo "scale_out: the merged shards differ from one run" >&2; exit 1; }
+echo "scale_out: 3 shards of $big merged into the report of one run"
+
+# 4. DuckDB and the ranking, checked against the truth files.
 (cd "$work" && "$python" "$root/tests/scale_out.py" "$root")
