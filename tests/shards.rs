@@ -202,6 +202,14 @@ fn test_cli_shard_reports_that_do_not_make_a_whole_are_errors_naming_the_file() 
     let whole = std::fs::read(dir.join("a2.jsonl")).unwrap();
     std::fs::write(dir.join("cut.jsonl"), &whole[..whole.len() / 2]).unwrap();
     std::fs::write(dir.join("report.json"), b"{\"tool\": {}}\n").unwrap();
+    // Still valid JSON of the right shape, but not what the run wrote.
+    let altered = String::from_utf8(whole.clone()).unwrap().replacen(
+        "\"at_end\":false",
+        "\"at_end\":true",
+        1,
+    );
+    assert!(altered.as_bytes() != whole.as_slice());
+    std::fs::write(dir.join("altered.jsonl"), altered).unwrap();
     std::fs::write(dir.join("binary.jsonl"), [0xffu8, 0xfe, 0, 1]).unwrap();
     for (args, says) in [
         (vec!["a1.jsonl", "a3.jsonl"], "missing shard report(s) 2/3"),
@@ -212,6 +220,10 @@ fn test_cli_shard_reports_that_do_not_make_a_whole_are_errors_naming_the_file() 
         (
             vec!["a1.jsonl", "cut.jsonl", "a3.jsonl"],
             "cut.jsonl: ends in the middle of line",
+        ),
+        (
+            vec!["a1.jsonl", "altered.jsonl", "a3.jsonl"],
+            "altered.jsonl: line",
         ),
         (
             vec!["a1.jsonl", "b2.jsonl", "a3.jsonl"],

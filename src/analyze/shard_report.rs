@@ -21,6 +21,7 @@ use super::{
 use crate::capture::CaptureError;
 use crate::report::Report;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -56,6 +57,10 @@ pub enum ShardReportError {
     Mismatch { path: String, reason: String },
     #[error("{0}")]
     Incomplete(String),
+    #[error(
+        "{0}: the events of these shard reports contradict each other: they were altered, or not written by `lbdiag analyze --shard`"
+    )]
+    Inconsistent(String),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -80,6 +85,13 @@ struct End {
     extent: Extent,
     counts: ShardCounts,
     events: u64,
+    /// SHA-256 of the event lines as written, so a file damaged on its way to the merge is
+    /// refused rather than judged.
+    events_sha256: String,
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Analyzes the connections of `spec` in the capture made of `parts` (one file, or the files
@@ -95,11 +107,13 @@ pub fn write_shard_report(
         .first()
         .map(|r| r.name().to_string())
         .unwrap_or_default();
-    let mut write = |line: &Line| -> io::Result<()> {
-        serde_json::to_writer(&mut *out, line)?;
-        out.write_all(b"\n")
+    let mut out = LineWriter {
+        out,
+        line: Vec::new(),
+        events: 0,
+        digest: Sha256::new(),
     };
-    write(&Line::Head(Box::new(Head {
+    out.write(&Line::Head(Box::new(Head {
         format: FORMAT,
         version: env!("CARGO_PKG_VERSION").to_string(),
         capture,
@@ -110,7 +124,6 @@ pub fn write_shard_report(
     let n = workers(options);
     let shards = (0..n).map(|_| new_shard(options, n)).collect();
     let mut intake = Intake::default();
-    let mut events = 0;
     let mut failed = None;
     let (shards, read) = threads::run(
         &mut readers,
@@ -120,8 +133,7 @@ pub fn write_shard_report(
         spec,
         &mut |r| {
             if failed.is_none() {
-                events += 1;
-                failed = write(&Line::Event(Box::new(r))).err();
+                failed = out.write(&Line::Event(Box::new(r))).err();
             }
         },
     );
@@ -131,10 +143,33 @@ pub fn write_shard_report(
     let end = End {
         extent: Extent::of(&readers, intake, warnings, read),
         counts: ShardCounts::of(&shards),
-        events,
+        events: out.events,
+        events_sha256: hex(&out.digest.finalize_reset()),
     };
-    write(&Line::End(Box::new(end))).map_err(ShardReportError::Write)?;
-    out.flush().map_err(ShardReportError::Write)
+    out.write(&Line::End(Box::new(end)))
+        .map_err(ShardReportError::Write)?;
+    out.out.flush().map_err(ShardReportError::Write)
+}
+
+/// Writes a shard report's lines, counting and digesting the events.
+struct LineWriter<'a> {
+    out: &'a mut dyn Write,
+    line: Vec<u8>,
+    events: u64,
+    digest: Sha256,
+}
+
+impl LineWriter<'_> {
+    fn write(&mut self, line: &Line) -> io::Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, line)?;
+        self.line.push(b'\n');
+        if matches!(line, Line::Event(_)) {
+            self.events += 1;
+            self.digest.update(&self.line);
+        }
+        self.out.write_all(&self.line)
+    }
 }
 
 /// One shard report being read.
@@ -144,6 +179,7 @@ struct Source {
     line: u64,
     buf: String,
     events: u64,
+    digest: Sha256,
     end: Option<End>,
 }
 
@@ -171,6 +207,7 @@ impl Source {
             line: 0,
             buf: String::new(),
             events: 0,
+            digest: Sha256::new(),
             end: None,
         })
     }
@@ -231,7 +268,10 @@ impl Source {
         let mut events = Vec::new();
         while self.end.is_none() && events.len() < EVENTS_PER_READ {
             match self.next_line()? {
-                Some(Line::Event(e)) => events.push(*e),
+                Some(Line::Event(e)) => {
+                    self.digest.update(self.buf.as_bytes());
+                    events.push(*e);
+                }
                 Some(Line::End(end)) => {
                     self.events += events.len() as u64;
                     if end.events != self.events {
@@ -239,6 +279,11 @@ impl Source {
                             "{} events before the end line, which counts {}",
                             self.events, end.events
                         )));
+                    }
+                    if hex(&self.digest.finalize_reset()) != end.events_sha256 {
+                        return Err(self.damaged(
+                            "the events are not the ones written (their SHA-256 differs from the end line's): the file was altered or damaged",
+                        ));
                     }
                     self.end = Some(*end);
                     return Ok(events);
@@ -260,6 +305,26 @@ impl Source {
 /// Merges the shard reports of one capture, one per share, into the report a single run over
 /// the whole capture gives. With access logs, their lines are joined to the merged result.
 pub fn merge_shard_reports(
+    paths: &[PathBuf],
+    access_logs: Option<Arc<crate::accesslog::LogIndex>>,
+) -> Result<Report, ShardReportError> {
+    // The events are the analyzer's own state, trusted as lbdiag wrote them (the digest
+    // catches damage); one crafted to break the analyzer's invariants is an error, not a crash.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        merge_in_order(paths, access_logs)
+    }))
+    .unwrap_or_else(|_| {
+        Err(ShardReportError::Inconsistent(
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ))
+    })
+}
+
+fn merge_in_order(
     paths: &[PathBuf],
     access_logs: Option<Arc<crate::accesslog::LogIndex>>,
 ) -> Result<Report, ShardReportError> {
