@@ -869,7 +869,8 @@ pub(crate) fn rejudge(findings: &mut [Finding], front: usize, back: usize, shift
         } else {
             format!(" in {}", x.capture)
         };
-        format!("{} at frame {}{place}", x.kind, list.join(", "))
+        let at = if list.len() == 1 { "frame" } else { "frames" };
+        format!("{} at {at} {}{place}", x.kind, list.join(", "))
     };
     let front_seen = frames(&f);
     if let Some(t) = timings(&f, &b) {
