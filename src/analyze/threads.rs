@@ -27,6 +27,11 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 /// enough that the rounds in flight stay small.
 const ROUND_FRAMES: usize = 1024;
 
+/// Bytes of frames in a round, at most (one frame more can pass it): on bulk traffic 1,024
+/// full-size frames would be 1.5 MB a round, and the rounds in flight and their spare buffers
+/// would hold several times that, more than a thread's share of the analysis needs.
+const ROUND_BYTES: usize = 256 << 10;
+
 /// Rounds queued between the reader and a worker, and between a worker and the merge.
 const QUEUED_ROUNDS: usize = 2;
 
@@ -321,6 +326,8 @@ struct Dealer {
     spent: Receiver<Vec<u8>>,
     entries: Vec<Entry>,
     data: Vec<Vec<u8>>,
+    /// Bytes in this round's buffers.
+    bytes: usize,
 }
 
 impl Dealer {
@@ -330,6 +337,7 @@ impl Dealer {
                 let buf = &mut self.data[w];
                 let start = buf.len() as u32;
                 buf.extend_from_slice(frame.data);
+                self.bytes += frame.data.len();
                 (w as u16, start)
             }
             None => (NOBODY, 0),
@@ -348,13 +356,14 @@ impl Dealer {
                 frame.data.len() as u32
             },
         });
-        if self.entries.len() >= ROUND_FRAMES {
+        if self.entries.len() >= ROUND_FRAMES || self.bytes >= ROUND_BYTES {
             self.send();
         }
     }
 
     /// Sends the round to every worker; false when they have stopped.
     fn send(&mut self) -> bool {
+        self.bytes = 0;
         let entries = Arc::new(std::mem::replace(
             &mut self.entries,
             Vec::with_capacity(ROUND_FRAMES),
@@ -506,6 +515,7 @@ fn read(
         spent,
         entries: Vec::with_capacity(ROUND_FRAMES),
         data: vec![Vec::new(); n],
+        bytes: 0,
     };
     let parts = read_parts(readers, warnings, |frame| {
         let Some(packet) = intake.take(frame) else {
