@@ -30,6 +30,9 @@ use std::sync::Arc;
 /// Bumped whenever what a shard report holds changes shape.
 const FORMAT: u32 = 1;
 
+/// How an event line starts, as serde writes [`Line::Event`].
+const EVENT_PREFIX: &str = "{\"event\":";
+
 /// Events taken from each shard report at a time while merging.
 const EVENTS_PER_READ: usize = 1024;
 
@@ -179,7 +182,6 @@ struct Source {
     line: u64,
     buf: String,
     events: u64,
-    digest: Sha256,
     end: Option<End>,
 }
 
@@ -207,7 +209,6 @@ impl Source {
             line: 0,
             buf: String::new(),
             events: 0,
-            digest: Sha256::new(),
             end: None,
         })
     }
@@ -220,8 +221,8 @@ impl Source {
         }
     }
 
-    /// The next line, `None` at the end of the file.
-    fn next_line(&mut self) -> Result<Option<Line>, ShardReportError> {
+    /// The next line as text, `None` at the end of the file.
+    fn next_raw(&mut self) -> Result<Option<&str>, ShardReportError> {
         self.buf.clear();
         self.line += 1;
         let read = (&mut self.lines)
@@ -246,9 +247,18 @@ impl Source {
                 self.path, self.line
             )));
         }
-        serde_json::from_str(&self.buf)
-            .map(Some)
-            .map_err(|e| self.damaged(e.to_string()))
+        Ok(Some(&self.buf))
+    }
+
+    /// The next line, `None` at the end of the file.
+    fn next_line(&mut self) -> Result<Option<Line>, ShardReportError> {
+        match self.next_raw()? {
+            None => Ok(None),
+            Some(text) => match serde_json::from_str(text) {
+                Ok(line) => Ok(Some(line)),
+                Err(e) => Err(self.damaged(e.to_string())),
+            },
+        }
     }
 
     fn head(&mut self) -> Result<Head, ShardReportError> {
@@ -263,15 +273,47 @@ impl Source {
         }
     }
 
+    /// Reads the whole file without judging it: its end line, once the events are found to be
+    /// the ones written. So a file cut short, damaged or of another capture is refused before
+    /// any of the merge's work.
+    fn verify(path: &Path) -> Result<(Head, End), ShardReportError> {
+        let mut source = Source::open(path)?;
+        let head = source.head()?;
+        let mut digest = Sha256::new();
+        let mut events = 0;
+        loop {
+            let Some(line) = source.next_raw()? else {
+                return Err(ShardReportError::Incomplete(format!(
+                    "{}: ends before its end line: the run that wrote it did not finish",
+                    source.path
+                )));
+            };
+            // Events are hashed as written; only the end line is parsed.
+            if line.starts_with(EVENT_PREFIX) {
+                digest.update(line.as_bytes());
+                events += 1;
+                continue;
+            }
+            let end = match serde_json::from_str(line) {
+                Ok(Line::End(end)) => end,
+                Ok(_) => return Err(source.damaged("neither an event nor the end line")),
+                Err(e) => return Err(source.damaged(e.to_string())),
+            };
+            if end.events != events || hex(&digest.finalize()) != end.events_sha256 {
+                return Err(source.damaged(
+                    "the events are not the ones written (their count or SHA-256 differs from the end line's): the file was altered or damaged",
+                ));
+            }
+            return Ok((head, *end));
+        }
+    }
+
     /// Up to [`EVENTS_PER_READ`] more events; none once the end line has been read.
     fn next_events(&mut self) -> Result<Vec<Recorded>, ShardReportError> {
         let mut events = Vec::new();
         while self.end.is_none() && events.len() < EVENTS_PER_READ {
             match self.next_line()? {
-                Some(Line::Event(e)) => {
-                    self.digest.update(self.buf.as_bytes());
-                    events.push(*e);
-                }
+                Some(Line::Event(e)) => events.push(*e),
                 Some(Line::End(end)) => {
                     self.events += events.len() as u64;
                     if end.events != self.events {
@@ -279,11 +321,6 @@ impl Source {
                             "{} events before the end line, which counts {}",
                             self.events, end.events
                         )));
-                    }
-                    if hex(&self.digest.finalize_reset()) != end.events_sha256 {
-                        return Err(self.damaged(
-                            "the events are not the ones written (their SHA-256 differs from the end line's): the file was altered or damaged",
-                        ));
                     }
                     self.end = Some(*end);
                     return Ok(events);
@@ -328,19 +365,44 @@ fn merge_in_order(
     paths: &[PathBuf],
     access_logs: Option<Arc<crate::accesslog::LogIndex>>,
 ) -> Result<Report, ShardReportError> {
-    let mut sources = Vec::with_capacity(paths.len());
     let mut heads = Vec::with_capacity(paths.len());
+    let mut ends = Vec::with_capacity(paths.len());
     for path in paths {
-        let mut source = Source::open(path)?;
-        heads.push(source.head()?);
-        sources.push(source);
+        let (head, end) = Source::verify(path)?;
+        heads.push(head);
+        ends.push((path.display().to_string(), end));
     }
     let Some(first) = heads.first() else {
         return Err(ShardReportError::Incomplete(
             "no shard reports to merge".into(),
         ));
     };
-    check_heads(first, &heads, &sources)?;
+    check_heads(first, &heads, paths)?;
+    let mut ends = ends.into_iter();
+    let (_, first_end) = ends.next().expect("one source at least");
+    let mut counts = first_end.counts;
+    for (path, end) in ends {
+        if end.extent != first_end.extent {
+            return Err(ShardReportError::Mismatch {
+                path,
+                reason: format!(
+                    "is a report of another capture than {}: {} frames of {} bytes, not {} of {}",
+                    first.capture,
+                    end.extent.packets,
+                    end.extent.bytes,
+                    first_end.extent.packets,
+                    first_end.extent.bytes
+                ),
+            });
+        }
+        counts.add(end.counts);
+    }
+    let mut sources = Vec::with_capacity(paths.len());
+    for path in paths {
+        let mut source = Source::open(path)?;
+        source.head()?;
+        sources.push(source);
+    }
     let options = Options {
         access_logs: access_logs.clone(),
         same_traffic: None,
@@ -373,31 +435,9 @@ fn merge_in_order(
     if let Some(e) = failed {
         return Err(e);
     }
-    let mut ends = Vec::with_capacity(sources.len());
-    for s in &mut sources {
-        match s.end.take() {
-            Some(end) => ends.push((s.path.clone(), end)),
-            None => return Err(s.damaged("the events stop before the end line")),
-        }
-    }
-    let mut ends = ends.into_iter();
-    let (_, first_end) = ends.next().expect("one source at least");
-    let mut counts = first_end.counts;
-    for (path, end) in ends {
-        if end.extent != first_end.extent {
-            return Err(ShardReportError::Mismatch {
-                path,
-                reason: format!(
-                    "is a report of another capture than {}: {} frames of {} bytes, not {} of {}",
-                    first.capture,
-                    end.extent.packets,
-                    end.extent.bytes,
-                    first_end.extent.packets,
-                    first_end.extent.bytes
-                ),
-            });
-        }
-        counts.add(end.counts);
+    if let Some(s) = sources.iter().find(|s| s.end.is_none()) {
+        // Verified a moment ago: the file changed while it was merged.
+        return Err(s.damaged("the events stop before the end line"));
     }
     let analysis: CaptureAnalysis = conclude(first_end.extent, counts, judging, collected);
     let (mut report, candidates) = super::merge(std::iter::once(analysis));
@@ -409,12 +449,12 @@ fn merge_in_order(
 
 /// The reports are of one capture, by this version, with the same options, and hold every
 /// share once.
-fn check_heads(first: &Head, heads: &[Head], sources: &[Source]) -> Result<(), ShardReportError> {
+fn check_heads(first: &Head, heads: &[Head], paths: &[PathBuf]) -> Result<(), ShardReportError> {
     let options = serde_json::to_string(&first.options).unwrap_or_default();
     let mut seen = BTreeSet::new();
-    for (head, source) in heads.iter().zip(sources) {
+    for (head, path) in heads.iter().zip(paths) {
         let mismatch = |reason: String| ShardReportError::Mismatch {
-            path: source.path.clone(),
+            path: path.display().to_string(),
             reason,
         };
         if head.format != FORMAT || head.version != env!("CARGO_PKG_VERSION") {
