@@ -360,7 +360,8 @@ fn write_shard(
             anyhow::bail!("{}: cannot write the shard report: {e}", path.display())
         }
         (Err(lbdiag::analyze::ShardReportError::Write(e)), None) => Err(e.into()),
-        (Err(e), _) => Err(e.into()),
+        // The message already says what its source said: no chain after it.
+        (Err(e), _) => anyhow::bail!("{e}"),
         (Ok(()), _) => Ok(0),
     }
 }
@@ -369,7 +370,8 @@ fn merge(args: MergeArgs) -> anyhow::Result<u8> {
     let access_logs = load_logs(&args.logs)?;
     let format = report_format(&args.report)?;
     let output = create_output(&args.report)?;
-    let report = lbdiag::analyze::merge_shard_reports(&args.files, access_logs)?;
+    let report = lbdiag::analyze::merge_shard_reports(&args.files, access_logs)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     emit(report, format, &args.report, output)
 }
 

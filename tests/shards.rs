@@ -262,3 +262,25 @@ fn test_cli_shard_reports_that_do_not_make_a_whole_are_errors_naming_the_file() 
         assert!(stderr(&run).contains(says), "{args:?}: {}", stderr(&run));
     }
 }
+
+#[test]
+fn regression_shard_errors_say_their_cause_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let run = lbdiag(dir, &["analyze", "--shard", "1/2", "missing.pcap"]);
+    assert_eq!(run.status.code(), Some(2));
+    assert_eq!(
+        stderr(&run).matches("No such file or directory").count(),
+        1,
+        "{}",
+        stderr(&run)
+    );
+    let run = lbdiag(dir, &["merge", "missing.jsonl"]);
+    assert_eq!(run.status.code(), Some(2));
+    assert_eq!(
+        stderr(&run).matches("No such file or directory").count(),
+        1,
+        "{}",
+        stderr(&run)
+    );
+}
