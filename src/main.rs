@@ -386,7 +386,9 @@ fn load_logs(
         all_lines: args.all_lines,
     };
     let max_offset = Duration::from_secs(args.max_clock_offset as i64);
-    let index = lbdiag::accesslog::LogIndex::load(&args.access_logs, &read, max_offset)?;
+    // The message already says what its source said: no chain after it.
+    let index = lbdiag::accesslog::LogIndex::load(&args.access_logs, &read, max_offset)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Some(std::sync::Arc::new(index)))
 }
 

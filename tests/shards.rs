@@ -275,6 +275,17 @@ fn regression_shard_errors_say_their_cause_once() {
         "{}",
         stderr(&run)
     );
+    let run = lbdiag(
+        dir,
+        &["analyze", "--access-log", "missing.log", "missing.pcap"],
+    );
+    assert_eq!(run.status.code(), Some(2));
+    assert_eq!(
+        stderr(&run).matches("No such file or directory").count(),
+        1,
+        "{}",
+        stderr(&run)
+    );
     let run = lbdiag(dir, &["merge", "missing.jsonl"]);
     assert_eq!(run.status.code(), Some(2));
     assert_eq!(
