@@ -126,9 +126,10 @@ struct AnalyzeArgs {
     /// limits (--max-ooo-total, --max-protocol-buffers).
     #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
-    /// Threads analyzing each capture [default: the cores left to each of the captures
-    /// analyzed at once]. The report is the same for any number; the limits on connections,
-    /// out-of-order bytes and protocol buffers are shared out among them.
+    /// Threads analyzing each capture [default: the cores left to each of the captures analyzed
+    /// at once, less two for the reader and the merge; one when fewer than four are left]. The
+    /// report is the same for any number; the limits on connections, out-of-order bytes and
+    /// protocol buffers are shared out among them.
     #[arg(long, short = 't', value_name = "N")]
     threads: Option<usize>,
     /// Analyze all the files given as one capture, in the order of their first frames (as
@@ -281,7 +282,7 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<u8> {
     let at_once = jobs.min(inputs.entries.len()).max(1);
     options.threads = args
         .threads
-        .unwrap_or(cores / at_once)
+        .unwrap_or_else(|| default_threads(cores / at_once))
         .clamp(1, lbdiag::analyze::MAX_THREADS);
     if let Some(spec) = args.shard {
         return write_shard(&inputs, &options, spec, &args.report, output);
@@ -297,6 +298,13 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<u8> {
         bar.finish();
     }
     emit(report, format, &args.report, output)
+}
+
+/// Workers for one capture with `cores` to itself. `-t N` keeps N + 2 threads busy (the reader
+/// and the merge besides the workers) and costs 1.4-2x the CPU of one thread: on two or three
+/// cores it was slower than one thread (docs/performance.md, "Threads").
+fn default_threads(cores: usize) -> usize {
+    if cores >= 4 { cores - 2 } else { 1 }
 }
 
 /// `analyze --shard`: the shard report of one capture, for `lbdiag merge`.
