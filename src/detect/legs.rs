@@ -68,8 +68,10 @@ pub struct Legs {
     declared: Vec<IpAddr>,
     /// The latest request per fingerprint, direct-mapped: a fingerprint's slot is its low
     /// bits, and a newer request in the same slot replaces the older one. Fixed memory, one
-    /// probe per transaction.
-    latest: Vec<Option<(u64, Brief)>>,
+    /// probe per transaction. The fingerprints sit apart from the requests: the probe reads
+    /// 64 KB of them instead of a 1 MB table, and a request is read only when its slot matches.
+    latest_keys: Vec<u64>,
+    latest: Vec<Option<Brief>>,
     candidates: HashMap<IpAddr, Candidate, foldhash::fast::RandomState>,
     /// Addresses seen as the server of an HTTP connection.
     servers: std::collections::HashSet<IpAddr, foldhash::fast::RandomState>,
@@ -150,10 +152,13 @@ impl Legs {
             });
         }
         if self.latest.is_empty() {
+            self.latest_keys = vec![0; SKETCH_KEPT];
             self.latest = vec![None; SKETCH_KEPT];
         }
         let slot = (key as usize) % SKETCH_KEPT;
-        if let Some((_, e)) = self.latest[slot].filter(|(k, _)| *k == key) {
+        if self.latest_keys[slot] == key
+            && let Some(e) = self.latest[slot]
+        {
             // The earlier one arrived at the balancer; the later one left it, from the same
             // address or (soon after) from another one toward another server.
             // A balancer cannot answer before it forwarded: the same request sent after the
@@ -204,15 +209,13 @@ impl Legs {
                 }
             }
         }
-        self.latest[slot] = Some((
-            key,
-            Brief {
-                client,
-                server,
-                at: req.ts,
-                answered,
-            },
-        ));
+        self.latest_keys[slot] = key;
+        self.latest[slot] = Some(Brief {
+            client,
+            server,
+            at: req.ts,
+            answered,
+        });
     }
 
     /// The balancers the capture shows: named ones, ones seen forwarding a request, and
