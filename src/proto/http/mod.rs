@@ -154,8 +154,10 @@ pub enum HttpEvent<'a> {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct HttpConn {
     framer: Framer,
-    open: VecDeque<Transaction>,
-    recent: VecDeque<Transaction>,
+    /// The last few judged transactions (the first `judged`), then the open ones. One queue:
+    /// a transaction completes in place, the common oldest open one without moving at all.
+    txns: VecDeque<Transaction>,
+    judged: usize,
     messages: Vec<Message>,
     show_secrets: bool,
     /// Transactions seen on this connection.
@@ -166,8 +168,8 @@ impl HttpConn {
     pub fn new(start_captured: bool, limits: HttpLimits) -> HttpConn {
         HttpConn {
             framer: Framer::new(start_captured, limits),
-            open: VecDeque::new(),
-            recent: VecDeque::new(),
+            txns: VecDeque::new(),
+            judged: 0,
             messages: Vec::new(),
             show_secrets: limits.show_secrets,
             transactions: 0,
@@ -209,26 +211,46 @@ impl HttpConn {
     }
 
     /// Transactions not yet complete, oldest first.
-    pub fn open(&self) -> impl Iterator<Item = &Transaction> {
-        self.open.iter()
+    pub fn open(&self) -> std::collections::vec_deque::Iter<'_, Transaction> {
+        self.txns.range(self.judged..)
     }
 
     /// The last transactions judged, oldest first.
-    pub fn recent(&self) -> impl Iterator<Item = &Transaction> {
-        self.recent.iter()
+    pub fn recent(&self) -> std::collections::vec_deque::Iter<'_, Transaction> {
+        self.txns.range(..self.judged)
     }
 
     /// The latest transaction, open or judged.
     pub fn last(&self) -> Option<&Transaction> {
-        self.open.back().or(self.recent.back())
+        self.txns.back()
     }
 
     pub fn find(&self, seq: Option<u64>) -> Option<&Transaction> {
         let seq = seq?;
-        self.open
-            .iter()
-            .chain(self.recent.iter())
+        self.open()
+            .chain(self.recent())
             .find(|t| t.seq == Some(seq))
+    }
+
+    fn open_len(&self) -> usize {
+        self.txns.len() - self.judged
+    }
+
+    /// The open transaction at position `i` among the open ones.
+    fn open_at(&mut self, i: usize) -> &mut Transaction {
+        &mut self.txns[self.judged + i]
+    }
+
+    fn open_get(&self, i: usize) -> Option<&Transaction> {
+        if i < self.open_len() {
+            self.txns.get(self.judged + i)
+        } else {
+            None
+        }
+    }
+
+    fn last_judged(&self) -> Option<&Transaction> {
+        self.judged.checked_sub(1).and_then(|i| self.txns.get(i))
     }
 
     pub fn on_data(
@@ -266,9 +288,9 @@ impl HttpConn {
 
     fn position(&self, seq: Option<u64>) -> Option<usize> {
         match seq {
-            Some(s) => self.open.iter().rposition(|t| t.seq == Some(s)),
+            Some(s) => self.open().rposition(|t| t.seq == Some(s)),
             // An answer to no captured request: the latest one of those.
-            None => self.open.iter().rposition(|t| t.seq.is_none()),
+            None => self.open().rposition(|t| t.seq.is_none()),
         }
     }
 
@@ -276,7 +298,7 @@ impl HttpConn {
         for m in messages.drain(..) {
             let touched = self.pair(m, sink);
             if let Some(i) = touched
-                && self.open.get(i).is_some_and(Transaction::is_complete)
+                && self.open_get(i).is_some_and(Transaction::is_complete)
             {
                 self.complete(i, sink);
             }
@@ -296,33 +318,33 @@ impl HttpConn {
             } => {
                 self.transactions += 1;
                 let joined = if joins_answer {
-                    self.open.iter().rposition(|t| t.joinable)
+                    self.open().rposition(|t| t.joinable)
                 } else {
                     None
                 };
                 // Any other unpaired answer will not be joined now.
-                for i in (0..self.open.len()).rev() {
-                    if self.open[i].joinable && Some(i) != joined {
-                        self.open[i].joinable = false;
-                        if self.open[i].is_complete() {
+                for i in (0..self.open_len()).rev() {
+                    if self.open_at(i).joinable && Some(i) != joined {
+                        self.open_at(i).joinable = false;
+                        if self.open_at(i).is_complete() {
                             self.complete(i, sink);
                         }
                     }
                 }
-                let i = match joined.and_then(|_| self.open.iter().rposition(|t| t.joinable)) {
+                let i = match joined.and_then(|_| self.open().rposition(|t| t.joinable)) {
                     Some(i) => i,
                     None => {
-                        if self.open.len() >= MAX_OPEN {
+                        if self.open_len() >= MAX_OPEN {
                             self.complete(0, sink);
                         }
-                        self.open.push_back(Transaction {
+                        self.txns.push_back(Transaction {
                             show_secrets: self.show_secrets,
                             ..Transaction::default()
                         });
-                        self.open.len() - 1
+                        self.open_len() - 1
                     }
                 };
-                let t = &mut self.open[i];
+                let t = self.open_at(i);
                 t.joinable = false;
                 t.seq = Some(seq);
                 t.request = Some(start);
@@ -354,14 +376,14 @@ impl HttpConn {
             }
             Message::RequestBodyDone { seq, at, body } => {
                 let i = self.position(Some(seq))?;
-                let t = &mut self.open[i];
+                let t = self.open_at(i);
                 t.request_body = body;
                 t.request_complete = Some(at);
                 Some(i)
             }
             Message::Interim { seq, .. } => {
                 let i = self.position(seq)?;
-                self.open[i].interim_responses += 1;
+                self.open_at(i).interim_responses += 1;
                 None
             }
             Message::Response {
@@ -376,27 +398,27 @@ impl HttpConn {
                     Some(i) => i,
                     None => {
                         // An answer to a request the capture does not hold (yet).
-                        for j in (0..self.open.len()).rev() {
-                            if self.open[j].joinable {
-                                self.open[j].joinable = false;
-                                if self.open[j].is_complete() {
+                        for j in (0..self.open_len()).rev() {
+                            if self.open_at(j).joinable {
+                                self.open_at(j).joinable = false;
+                                if self.open_at(j).is_complete() {
                                     self.complete(j, sink);
                                 }
                             }
                         }
-                        if self.open.len() >= MAX_OPEN {
+                        if self.open_len() >= MAX_OPEN {
                             self.complete(0, sink);
                         }
-                        self.open.push_back(Transaction {
+                        self.txns.push_back(Transaction {
                             seq,
                             joinable: seq.is_none(),
                             show_secrets: self.show_secrets,
                             ..Transaction::default()
                         });
-                        self.open.len() - 1
+                        self.open_len() - 1
                     }
                 };
-                let t = &mut self.open[i];
+                let t = self.open_at(i);
 
                 t.status = (head.version != 9).then_some(head.status);
                 t.reason = head.reason;
@@ -413,7 +435,7 @@ impl HttpConn {
             }
             Message::ResponseBodyDone { seq, at, body } => {
                 let i = self.position(seq)?;
-                let t = &mut self.open[i];
+                let t = self.open_at(i);
                 t.response_body = body;
                 t.response_complete = Some(at);
                 Some(i)
@@ -421,12 +443,10 @@ impl HttpConn {
             Message::Skipped { seq } | Message::Gap { seq } => {
                 let skipped = matches!(m, Message::Skipped { .. });
                 let i = self.position(Some(seq))?;
-                let t = &mut self.open[i];
-                t.gap = true;
+                self.open_at(i).gap = true;
                 if skipped {
                     // Its answer is in the gap: it is as complete as it will ever be.
-                    let t = self.open.remove(i).expect("position is valid");
-                    self.retire(t, sink);
+                    self.complete(i, sink);
                     return None;
                 }
                 Some(i)
@@ -434,7 +454,7 @@ impl HttpConn {
             Message::Flaw(f) => {
                 match f.seq.and_then(|s| self.position(Some(s))) {
                     Some(i) => {
-                        let t = &mut self.open[i];
+                        let t = self.open_at(i);
                         // A broken answer (or a broken body) is the end of that message: the
                         // flaw is what there is to say about it.
                         match (f.from, &f.flaw) {
@@ -462,7 +482,7 @@ impl HttpConn {
                     None => {
                         sink(HttpEvent::Flaw {
                             flaw: &f,
-                            last: self.recent.back(),
+                            last: self.last_judged(),
                         });
                         None
                     }
@@ -471,18 +491,25 @@ impl HttpConn {
         }
     }
 
+    /// Judges the open transaction at `i` and keeps it among the recent ones.
     fn complete(&mut self, i: usize, sink: &mut dyn FnMut(HttpEvent<'_>)) {
-        if let Some(t) = self.open.remove(i) {
-            self.retire(t, sink);
+        if i >= self.open_len() {
+            return;
         }
-    }
-
-    fn retire(&mut self, t: Transaction, sink: &mut dyn FnMut(HttpEvent<'_>)) {
-        sink(HttpEvent::Done(&t));
-        if self.recent.len() >= RECENT_KEPT {
-            self.recent.pop_front();
+        if i > 0 {
+            // Out of order (a pipelined answer skipped ahead): it joins the judged ones last.
+            let t = self
+                .txns
+                .remove(self.judged + i)
+                .expect("position is valid");
+            self.txns.insert(self.judged, t);
         }
-        self.recent.push_back(t);
+        self.judged += 1;
+        sink(HttpEvent::Done(&self.txns[self.judged - 1]));
+        if self.judged > RECENT_KEPT {
+            self.txns.pop_front();
+            self.judged -= 1;
+        }
     }
 }
 
