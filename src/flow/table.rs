@@ -221,6 +221,11 @@ impl HalfOpenTable {
     }
 
     fn find(&self, key: &FlowKey) -> Option<u32> {
+        // Every segment asks; with no handshake pending (most of a keep-alive capture) it
+        // need not hash the key.
+        if self.index.is_empty() {
+            return None;
+        }
         let slots = &self.slots;
         self.index
             .find(self.hasher.hash_one(key), |&i| {
