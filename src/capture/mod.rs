@@ -440,11 +440,14 @@ impl CaptureReader {
                         self.next_frame_number += 1;
                         self.last_ts = frame.ts;
                         if !visit(&frame) {
-                            self.inner.consume(len);
+                            self.inner.consume_noshift(len);
                             break;
                         }
                     }
-                    self.inner.consume(len);
+                    // Not `consume`: it moves what is left to the front each time the buffer
+                    // is half read, copying half the capture a second time. `refill` moves only
+                    // the partial record left when the buffer runs out.
+                    self.inner.consume_noshift(len);
                 }
                 Err(PcapError::Eof) => break,
                 Err(PcapError::Incomplete(_)) => {
