@@ -95,11 +95,7 @@ impl Sampler {
             server: conn.2,
             connection: conn.0,
             start,
-            end: t
-                .response_complete
-                .or(t.response)
-                .unwrap_or(end)
-                .max_by_ts(start),
+            end: not_before(t.response_complete.or(t.response).unwrap_or(end), start),
             ok,
             forwarded: t.forwarded,
         };
@@ -123,15 +119,9 @@ impl Sampler {
     }
 }
 
-trait Later {
-    fn max_by_ts(self, other: Seen) -> Seen;
-}
-
-impl Later for Seen {
-    /// An end never before the start, whatever order the frames were stamped in.
-    fn max_by_ts(self, other: Seen) -> Seen {
-        if self.ts < other.ts { other } else { self }
-    }
+/// An end never before the start, whatever order the frames were stamped in.
+fn not_before(end: Seen, start: Seen) -> Seen {
+    if end.ts < start.ts { start } else { end }
 }
 
 impl Detector for Sampler {
@@ -149,15 +139,7 @@ impl Detector for Sampler {
                 http: Some(h),
                 ..
             } => {
-                let end = [
-                    conn.to_server.fin,
-                    conn.to_client.fin,
-                    conn.reset.map(|r| r.at),
-                ]
-                .into_iter()
-                .flatten()
-                .min_by_key(|s| s.frame)
-                .unwrap_or(conn.last);
+                let end = conn.ended();
                 for t in h.open() {
                     self.on_transaction((conn.serial, conn.client, conn.server), t, end);
                 }

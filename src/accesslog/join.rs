@@ -378,15 +378,7 @@ impl Detector for Collector {
             }
             Event::ConnectionFinalized { conn, http, .. } => {
                 // Where an unanswered exchange ended: the first close or reset, else the last frame.
-                let end = [
-                    conn.to_server.fin,
-                    conn.to_client.fin,
-                    conn.reset.map(|r| r.at),
-                ]
-                .into_iter()
-                .flatten()
-                .min_by_key(|s| s.frame)
-                .unwrap_or(conn.last);
+                let end = conn.ended();
                 let first = conn.syns.first.unwrap_or(conn.first);
                 let base = Candidate {
                     at: LineRef { log: 0, line: 0 },

@@ -255,6 +255,10 @@ fn owner(
     let count = u64::from(spec.count.max(1));
     let of = |a, b| {
         let h = flow_hash(a, b);
+        if count == 1 {
+            // A whole run, on every packet: no division by the shard count.
+            return Some((h % n as u64) as usize);
+        }
         (h % count == u64::from(spec.index)).then_some(((h / count) % n as u64) as usize)
     };
     match transport {

@@ -195,6 +195,19 @@ impl Unreachable {
 }
 
 impl Connection {
+    /// Where its exchange ended: the first FIN or reset, else its last frame.
+    pub fn ended(&self) -> Seen {
+        [
+            self.to_server.fin,
+            self.to_client.fin,
+            self.reset.map(|r| r.at),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|s| s.frame)
+        .unwrap_or(self.last)
+    }
+
     /// The deadline it was last queued for: when it expired, if it did.
     pub fn deadline(&self) -> Timestamp {
         self.queued
