@@ -200,3 +200,29 @@ fn test_same_traffic_and_an_access_log_are_not_given_together() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--same-traffic"));
 }
+
+#[test]
+fn test_json_lines_and_junit_show_the_alignment() {
+    let out = run(&["--same-traffic", "--format", "jsonl", CLIENT, BACKEND]);
+    assert_eq!(out.status.code(), Some(0));
+    let records: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let alignments: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "alignment")
+        .collect();
+    assert_eq!(alignments.len(), 1);
+    let ms = alignments[0]["offset_ms"].as_f64().expect("an offset");
+    assert!((ms.abs() - 8750.0).abs() < 5.0, "{ms}");
+    assert_eq!(alignments[0]["links"], 4);
+    let stories = records.iter().filter(|r| r["type"] == "story").count();
+    assert!(stories >= 4, "the links are stories: {stories}");
+
+    let out = run(&["--same-traffic", "--format", "junit", CLIENT, BACKEND]);
+    let xml = String::from_utf8_lossy(&out.stdout);
+    assert!(xml.contains(r#"<testsuite name="same traffic""#), "{xml}");
+    assert!(xml.contains(r#"classname="lbdiag.same_traffic""#), "{xml}");
+    assert!(!xml.contains("<skipped"), "an offset was found: {xml}");
+}

@@ -2,7 +2,8 @@
 //! `type` and the `capture` file it belongs to. Per capture, in order: its `capture` record, its
 //! `finding` records, then a `story` record for each finding that something explains. Then, per
 //! access log (`--access-log`), its `log` record and a `log_line` record for each line it
-//! reports. The record types are documented in docs/report-formats.md.
+//! reports. With `--same-traffic`, an `alignment` record per pair of captures. The record types
+//! are documented in docs/report-formats.md.
 
 use crate::report::{Finding, Report};
 use serde::Serialize;
@@ -55,6 +56,12 @@ pub fn render(report: &Report, w: &mut dyn Write) -> io::Result<()> {
             record.insert("finding_kinds".into(), Value::Array(kinds));
             line(w, "log_line", record)?;
         }
+    }
+    // `--same-traffic`: how each pair of captures was aligned (its links are `story` records).
+    for a in &report.alignments {
+        let mut record = object(a)?;
+        record.insert("capture".into(), Value::String(a.capture.clone()));
+        line(w, "alignment", record)?;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@
 
 use super::group::{Group, groups};
 use super::terminal_safe;
-use crate::report::{FailOn, Finding, LogMatch, LogReport, Report, Severity};
+use crate::report::{Alignment, FailOn, Finding, LogMatch, LogReport, Report, Severity};
 use std::io::{self, Write};
 
 /// Findings written into one failure's text; a group of thousands stays readable.
@@ -66,7 +66,8 @@ pub fn render(report: &Report, fail_on: FailOn, w: &mut dyn Write) -> io::Result
         })
         .collect();
     let tests: usize = suites.iter().map(|s| s.groups.len() + 1).sum::<usize>()
-        + logs.iter().map(|l| l.lines.len()).sum::<usize>();
+        + logs.iter().map(|l| l.lines.len()).sum::<usize>()
+        + report.alignments.len();
     let failures: usize = suites.iter().map(|s| s.failures).sum::<usize>()
         + logs.iter().map(LogSuite::failures).sum::<usize>();
     let errors = suites.iter().filter(|s| s.error.is_some()).count();
@@ -81,7 +82,36 @@ pub fn render(report: &Report, fail_on: FailOn, w: &mut dyn Write) -> io::Result
     for (id, l) in logs.iter().enumerate() {
         render_log(suites.len() + id, l, w)?;
     }
+    render_alignments(suites.len() + logs.len(), &report.alignments, w)?;
     writeln!(w, "</testsuites>")
+}
+
+/// `--same-traffic`: a test case per pair of captures, skipped when no offset was found (their
+/// findings are judged in the captures' own suites, the links included).
+fn render_alignments(id: usize, alignments: &[Alignment], w: &mut dyn Write) -> io::Result<()> {
+    if alignments.is_empty() {
+        return Ok(());
+    }
+    let skipped = alignments.iter().filter(|a| a.offset_ms.is_none()).count();
+    writeln!(
+        w,
+        r#"  <testsuite name="same traffic" id="{id}" tests="{}" failures="0" errors="0" skipped="{skipped}" time="0">"#,
+        alignments.len(),
+    )?;
+    for a in alignments {
+        writeln!(
+            w,
+            r#"    <testcase classname="lbdiag.same_traffic" name="{} against {}" time="0">"#,
+            escape(&a.other),
+            escape(&a.capture)
+        )?;
+        if a.offset_ms.is_none() {
+            writeln!(w, r#"      <skipped message="{}"/>"#, escape(&a.note))?;
+        }
+        writeln!(w, "      <system-out>{}</system-out>", text(&a.note))?;
+        writeln!(w, "    </testcase>")?;
+    }
+    writeln!(w, "  </testsuite>")
 }
 
 /// An access log's reported lines, each with the findings on its connections that reach the
