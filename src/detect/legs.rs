@@ -14,7 +14,8 @@ use super::{Answered, Context, Detector, Event, Findings};
 use crate::capture::{Duration, Timestamp};
 use crate::proto::http::{HttpEvent, Transaction};
 use crate::report::{Actor, BalancerReport, Cause, Finding, Kind, Leg, Seen, Severity, Timings};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 /// Requests remembered for matching, at most.
@@ -73,20 +74,27 @@ pub struct Legs {
     latest_keys: Vec<u64>,
     latest: Vec<Option<Brief>>,
     candidates: HashMap<IpAddr, Candidate, foldhash::fast::RandomState>,
-    /// Addresses seen as the server of an HTTP connection.
-    servers: std::collections::HashSet<IpAddr, foldhash::fast::RandomState>,
     /// The latest requests answered below 400.
     answered: VecDeque<Answered>,
-    /// (client, server) addresses seen talking HTTP.
-    pairs: std::collections::HashSet<(IpAddr, IpAddr), foldhash::fast::RandomState>,
+    /// Requests per (client, server) address pair seen talking HTTP, up to `PAIRS_KEPT` pairs.
+    /// The servers, the clients and what each sent and received are read from it at the end:
+    /// one lookup per transaction instead of one per question.
+    pairs: HashMap<(IpAddr, IpAddr), u64, foldhash::fast::RandomState>,
     /// Requests seen arriving at one address and leaving from another soon after, by (front
     /// address, back address): a balancer only if the back address is never a client of the front
     /// one, which unrelated clients asking the same thing of different servers are.
     other_address: HashMap<(IpAddr, IpAddr), Candidate, foldhash::fast::RandomState>,
-    /// Requests each address sent as a client (up to `PAIRS_KEPT` addresses).
-    sent: HashMap<IpAddr, u64, foldhash::fast::RandomState>,
-    /// Requests each address received as a server (as bounded).
-    received: HashMap<IpAddr, u64, foldhash::fast::RandomState>,
+}
+
+/// What the address pairs add up to, per address.
+#[derive(Default)]
+struct Tallies {
+    /// Addresses seen as the server of an HTTP connection.
+    servers: HashSet<IpAddr>,
+    /// Requests each address sent as a client.
+    sent: HashMap<IpAddr, u64>,
+    /// Requests each address received as a server.
+    received: HashMap<IpAddr, u64>,
 }
 
 /// Addresses a balancer host sends from besides its own, at most: more than this many
@@ -112,17 +120,13 @@ impl Legs {
     }
 
     fn on_transaction(&mut self, client: SocketAddr, server: SocketAddr, t: &Transaction) {
-        if self.servers.len() < MAX_CANDIDATES * 4 && !self.servers.contains(&server.ip()) {
-            self.servers.insert(server.ip());
-        }
-        if self.pairs.len() < PAIRS_KEPT {
-            self.pairs.insert((client.ip(), server.ip()));
-        }
-        if self.sent.len() < PAIRS_KEPT || self.sent.contains_key(&client.ip()) {
-            *self.sent.entry(client.ip()).or_default() += 1;
-        }
-        if self.received.len() < PAIRS_KEPT || self.received.contains_key(&server.ip()) {
-            *self.received.entry(server.ip()).or_default() += 1;
+        let kept = self.pairs.len();
+        match self.pairs.entry((client.ip(), server.ip())) {
+            Entry::Occupied(mut requests) => *requests.get_mut() += 1,
+            Entry::Vacant(pair) if kept < PAIRS_KEPT => {
+                pair.insert(1);
+            }
+            Entry::Vacant(_) => {}
         }
         if t.forwarded
             && let Some(c) = self.candidate(client.ip())
@@ -220,7 +224,17 @@ impl Legs {
 
     /// The balancers the capture shows: named ones, ones seen forwarding a request, and
     /// addresses that serve HTTP and send requests carrying forwarding headers.
-    fn balancers(&mut self) -> Vec<BalancerReport> {
+    fn tallies(&self) -> Tallies {
+        let mut t = Tallies::default();
+        for (&(client, server), &requests) in &self.pairs {
+            t.servers.insert(server);
+            *t.sent.entry(client).or_default() += requests;
+            *t.received.entry(server).or_default() += requests;
+        }
+        t
+    }
+
+    fn balancers(&mut self, tallies: &Tallies) -> Vec<BalancerReport> {
         // A request that left from another address counts only when that address never spoke
         // to the front one as a client: a host's second interface does not, a client does.
         // A host's second interface sends mostly forwarded requests; a client that asked a
@@ -228,10 +242,11 @@ impl Legs {
         let other = std::mem::take(&mut self.other_address);
         let mut accepted: BTreeMap<IpAddr, Vec<(IpAddr, Candidate)>> = BTreeMap::new();
         for ((front, back_from), found) in other {
-            if self.pairs.contains(&(back_from, front)) || self.servers.contains(&back_from) {
+            if self.pairs.contains_key(&(back_from, front)) || tallies.servers.contains(&back_from)
+            {
                 continue;
             }
-            let sent = self.sent.get(&back_from).copied().unwrap_or(0);
+            let sent = tallies.sent.get(&back_from).copied().unwrap_or(0);
             if found.forwarded * 2 < sent {
                 continue;
             }
@@ -241,7 +256,7 @@ impl Legs {
             // A balancer forwards much of what it receives; unrelated servers share a popular
             // URL with another one now and then.
             let forwarded: u64 = found.iter().map(|(_, c)| c.forwarded).sum();
-            let received = self.received.get(&front).copied().unwrap_or(0);
+            let received = tallies.received.get(&front).copied().unwrap_or(0);
             if found.len() > MAX_OTHER_BACK_ADDRESSES || forwarded * 3 < received {
                 continue;
             }
@@ -258,7 +273,7 @@ impl Legs {
         let mut out: Vec<BalancerReport> = Vec::new();
         let mut ips: BTreeSet<IpAddr> = self.declared.iter().copied().collect();
         for (ip, c) in &self.candidates {
-            if c.forwarded > 0 || (c.headers > 0 && self.servers.contains(ip)) {
+            if c.forwarded > 0 || (c.headers > 0 && tallies.servers.contains(ip)) {
                 ips.insert(*ip);
             }
         }
@@ -304,9 +319,10 @@ impl Detector for Legs {
     }
 
     fn finish(&mut self, _ctx: &Context<'_>, out: &mut Findings) {
-        out.balancers = self.balancers();
+        let tallies = self.tallies();
+        out.balancers = self.balancers(&tallies);
         out.answered = std::mem::take(&mut self.answered).into();
-        out.http_clients = self.sent.keys().copied().collect();
+        out.http_clients = tallies.sent.into_keys().collect();
     }
 }
 
@@ -1125,7 +1141,8 @@ mod test {
         legs.on_transaction(at("10.1.0.1:5000"), at("10.2.0.1:80"), &txn("/a", 0));
         legs.on_transaction(at("10.1.0.2:5001"), at("10.2.0.2:80"), &txn("/a", 300));
         legs.on_transaction(at("10.1.0.2:5002"), at("10.2.0.1:80"), &txn("/b", 900));
-        assert!(legs.balancers().is_empty());
+        let tallies = legs.tallies();
+        assert!(legs.balancers(&tallies).is_empty());
     }
 
     #[test]
@@ -1153,7 +1170,8 @@ mod test {
             at("10.71.2.3:9211"),
             &txn("/health", 700),
         );
-        let b = legs.balancers();
+        let tallies = legs.tallies();
+        let b = legs.balancers(&tallies);
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].address, "10.71.0.3");
         assert_eq!(b[0].back_addresses, vec!["10.71.0.3".to_string()]);
@@ -1217,7 +1235,8 @@ mod test {
         let mut legs = Legs::new(&[]);
         legs.on_transaction(at("10.71.0.1:5000"), at("10.71.0.2:80"), &txn("/a", 0));
         legs.on_transaction(at("10.71.1.2:6000"), at("10.71.2.3:9000"), &txn("/a", 2));
-        let b = legs.balancers();
+        let tallies = legs.tallies();
+        let b = legs.balancers(&tallies);
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].address, "10.71.0.2");
         assert!(b[0].back_addresses.contains(&"10.71.1.2".to_string()));
