@@ -330,9 +330,11 @@ impl FramingScan {
     }
 
     fn connection(&mut self, value: &[u8]) {
-        self.connection_close |= value
-            .split(|&b| b == b',')
-            .any(|v| trim_bytes(v).eq_ignore_ascii_case(b"close"));
+        // `keep-alive`, the usual value, has no `c` and so no `close`: no split needed.
+        self.connection_close |= value.iter().any(|&b| b | 0x20 == b'c')
+            && value
+                .split(|&b| b == b',')
+                .any(|v| trim_bytes(v).eq_ignore_ascii_case(b"close"));
     }
 
     fn finish(self, headers: &[Header<'_>]) -> Framing {
@@ -350,10 +352,16 @@ impl FramingScan {
     }
 }
 
-/// A header name against a lower-case one. Callers match on the length first, so most names
-/// are passed over after one comparison of lengths and this runs mostly on real matches.
+/// A header name against a lower-case one, ignoring ASCII case. Callers match on the length
+/// first, so most names are passed over after one comparison of lengths and this runs mostly
+/// on real matches. Only `lower` is folded: the one byte that matches a lower-case letter
+/// with its 0x20 bit set is that letter in either case, so this is `eq_ignore_ascii_case`.
 fn is(name: &[u8], lower: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(lower)
+    name.len() == lower.len()
+        && name
+            .iter()
+            .zip(lower)
+            .all(|(&n, &l)| n == l || (l.is_ascii_lowercase() && n | 0x20 == l))
 }
 
 /// The Content-Length values of a head whose length is invalid or conflicting, for the report.
@@ -787,6 +795,36 @@ mod test {
         assert!(!r.forwarded && !r.upgrade && !r.expect_continue);
         assert!(!r.framing.connection_close && !r.framing.transfer_encoding);
         assert_eq!(r.framing.content_length, ContentLength::Absent);
+    }
+
+    #[test]
+    fn test_name_comparison_is_eq_ignore_ascii_case() {
+        let lowers: [&[u8]; 4] = [b"content-length", b"x-amzn-trace-id", b"via", b"a1-_~!"];
+        for lower in lowers {
+            for i in 0..lower.len() {
+                for b in 0..=255u8 {
+                    let mut name = lower.to_vec();
+                    name[i] = b;
+                    assert_eq!(
+                        is(&name, lower),
+                        name.eq_ignore_ascii_case(lower),
+                        "{name:?}"
+                    );
+                }
+            }
+            assert!(!is(&lower[1..], lower));
+        }
+        for (value, close) in [
+            (&b"keep-alive"[..], false),
+            (b"Keep-Alive, CLOSE", true),
+            (b" close ", true),
+            (b"closed", false),
+            (b"upgrade", false),
+        ] {
+            let mut scan = FramingScan::default();
+            scan.connection(value);
+            assert_eq!(scan.connection_close, close, "{value:?}");
+        }
     }
 
     #[test]
