@@ -569,6 +569,12 @@ impl Framer {
         }
     }
 
+    /// The bytes of a segment a head that starts it may occupy: one that ends within them fits
+    /// the `max_head` bound, exactly as one buffered would.
+    fn head_window<'d>(&self, data: &'d [u8]) -> &'d [u8] {
+        &data[..data.len().min(self.limits.max_head)]
+    }
+
     /// Appends to the buffered head; returns the head's full length once its blank line has
     /// arrived, and how many of `data` were taken.
     fn buffer_head(
@@ -751,6 +757,19 @@ impl Framer {
                 data.len()
             }
             Mode::Head => {
+                if self.req.head.is_empty()
+                    && let Some(r) = head::complete_request(self.head_window(data))
+                {
+                    // The whole head in this segment, as almost always: parsed where it lies.
+                    debug_assert_eq!(head_end(&[], data), Some(r.head_len));
+                    let used = r.head_len;
+                    self.is_http = true;
+                    self.req.reset_head();
+                    self.req.after_resync = false;
+                    self.req.lost_scanned = 0;
+                    self.new_request(r, at, at, off, out);
+                    return used;
+                }
                 let (end, used) = self.buffer_head(Role::Client, data, off, at);
                 match end {
                     Some(end) => {
@@ -1205,6 +1224,17 @@ impl Framer {
                 data.len()
             }
             Mode::Head => {
+                if self.resp.head.is_empty()
+                    && let Some(r) = head::complete_response(self.head_window(data))
+                {
+                    debug_assert_eq!(head_end(&[], data), Some(r.head_len));
+                    let used = r.head_len;
+                    self.resp.reset_head();
+                    self.resp.after_resync = false;
+                    self.resp.lost_scanned = 0;
+                    self.on_response(r, at, at, off, out);
+                    return used;
+                }
                 let (end, used) = self.buffer_head(Role::Server, data, off, at);
                 if self.resp.head.len() >= 5 && !self.resp.head.starts_with(b"HTTP/") {
                     // It looked like the start of a status line until more bytes came.

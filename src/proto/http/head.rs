@@ -5,16 +5,6 @@
 use httparse::{Header, Status};
 use std::mem::MaybeUninit;
 
-/// Headers a proxy adds to the requests it forwards.
-const FORWARDING_HEADERS: &[&str] = &[
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-real-ip",
-    "via",
-    "forwarded",
-    "x-amzn-trace-id",
-];
-
 /// More header fields than this in one head is itself a malformed message.
 const MAX_HEADERS: usize = 128;
 
@@ -204,8 +194,20 @@ impl Method {
     }
 
     pub fn as_str(&self) -> &str {
-        // Built from a `str` cut at a character boundary.
-        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+        let b = &self.bytes[..self.len as usize];
+        // The common methods without validating UTF-8 again: this runs per request, several
+        // times (pairing, detectors, hashing).
+        match b {
+            b"GET" => "GET",
+            b"POST" => "POST",
+            b"PUT" => "PUT",
+            b"HEAD" => "HEAD",
+            b"DELETE" => "DELETE",
+            b"PATCH" => "PATCH",
+            b"OPTIONS" => "OPTIONS",
+            // Built from a `str` cut at a character boundary.
+            _ => std::str::from_utf8(b).unwrap_or(""),
+        }
     }
 }
 
@@ -224,7 +226,7 @@ impl std::hash::Hash for Method {
 
 impl PartialEq<&str> for Method {
     fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
+        &self.bytes[..self.len as usize] == other.as_bytes()
     }
 }
 
@@ -293,50 +295,73 @@ impl ResponseHead {
     }
 }
 
-fn framing(headers: &[Header<'_>]) -> Framing {
-    // The common head has one Content-Length or none and one coding: read them without
-    // allocating; lists are built only for the rare head that needs reporting.
-    let mut length: Option<Result<u64, ()>> = None;
-    let mut conflicting = false;
-    let mut te_seen = false;
-    let mut last_coding_chunked = false;
-    let mut connection_close = false;
-    for h in headers {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            for v in h.value.split(|&b| b == b',') {
-                let parsed = parse_length_bytes(trim_bytes(v)).ok_or(());
-                match length {
-                    None => length = Some(parsed),
-                    Some(prev) if prev != parsed => conflicting = true,
-                    Some(_) => {}
-                }
-                if parsed.is_err() {
-                    length = Some(Err(()));
-                }
+/// The framing headers of a head, read as the one loop over its headers passes them. The
+/// common head has one Content-Length or none and one coding: they are read without
+/// allocating; lists are built only for the rare head that needs reporting.
+#[derive(Default)]
+struct FramingScan {
+    length: Option<Result<u64, ()>>,
+    conflicting: bool,
+    te_seen: bool,
+    last_coding_chunked: bool,
+    connection_close: bool,
+}
+
+impl FramingScan {
+    fn content_length(&mut self, value: &[u8]) {
+        for v in value.split(|&b| b == b',') {
+            let parsed = parse_length_bytes(trim_bytes(v)).ok_or(());
+            match self.length {
+                None => self.length = Some(parsed),
+                Some(prev) if prev != parsed => self.conflicting = true,
+                Some(_) => {}
             }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            te_seen = true;
-            if let Some(last) = h.value.rsplit(|&b| b == b',').map(trim_bytes).next() {
-                last_coding_chunked = last.eq_ignore_ascii_case(b"chunked");
+            if parsed.is_err() {
+                self.length = Some(Err(()));
             }
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            connection_close |= h
-                .value
-                .split(|&b| b == b',')
-                .any(|v| trim_bytes(v).eq_ignore_ascii_case(b"close"));
         }
     }
-    let content_length = match length {
-        None => ContentLength::Absent,
-        Some(Ok(n)) if !conflicting => ContentLength::Valid(n),
-        _ => described_lengths(headers),
-    };
-    Framing {
-        content_length,
-        chunked: te_seen && last_coding_chunked,
-        transfer_encoding: te_seen,
-        connection_close,
+
+    fn transfer_encoding(&mut self, value: &[u8]) {
+        self.te_seen = true;
+        if let Some(last) = value.rsplit(|&b| b == b',').map(trim_bytes).next() {
+            self.last_coding_chunked = last.eq_ignore_ascii_case(b"chunked");
+        }
     }
+
+    fn connection(&mut self, value: &[u8]) {
+        // `keep-alive`, the usual value, has no `c` and so no `close`: no split needed.
+        self.connection_close |= value.iter().any(|&b| b | 0x20 == b'c')
+            && value
+                .split(|&b| b == b',')
+                .any(|v| trim_bytes(v).eq_ignore_ascii_case(b"close"));
+    }
+
+    fn finish(self, headers: &[Header<'_>]) -> Framing {
+        let content_length = match self.length {
+            None => ContentLength::Absent,
+            Some(Ok(n)) if !self.conflicting => ContentLength::Valid(n),
+            _ => described_lengths(headers),
+        };
+        Framing {
+            content_length,
+            chunked: self.te_seen && self.last_coding_chunked,
+            transfer_encoding: self.te_seen,
+            connection_close: self.connection_close,
+        }
+    }
+}
+
+/// A header name against a lower-case one, ignoring ASCII case. Callers match on the length
+/// first, so most names are passed over after one comparison of lengths and this runs mostly
+/// on real matches. Only `lower` is folded: the one byte that matches a lower-case letter
+/// with its 0x20 bit set is that letter in either case, so this is `eq_ignore_ascii_case`.
+fn is(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len()
+        && name
+            .iter()
+            .zip(lower)
+            .all(|(&n, &l)| n == l || (l.is_ascii_lowercase() && n | 0x20 == l))
 }
 
 /// The Content-Length values of a head whose length is invalid or conflicting, for the report.
@@ -370,69 +395,137 @@ fn trim_bytes(v: &[u8]) -> &[u8] {
     &v[start..end]
 }
 
-fn parse_length_bytes(v: &[u8]) -> Option<u64> {
-    std::str::from_utf8(v).ok().and_then(parse_length)
-}
-
 /// RFC 9110 §8.6: one or more digits, nothing else. Values beyond 2^63 are treated as invalid.
-fn parse_length(v: &str) -> Option<u64> {
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+fn parse_length_bytes(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
         return None;
     }
-    v.parse::<u64>().ok().filter(|n| *n <= i64::MAX as u64)
+    let mut n: u64 = 0;
+    for &b in v {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    (n <= i64::MAX as u64).then_some(n)
 }
 
-pub fn parse_request(head: &[u8]) -> Result<RequestHead, HeadError> {
+fn parse_length(v: &str) -> Option<u64> {
+    parse_length_bytes(v.as_bytes())
+}
+
+/// A request head at the start of `data`, which may run on past it (a body in the same
+/// segment): httparse stops at the blank line. `Partial` until the blank line is there.
+fn request(data: &[u8]) -> Result<Status<RequestHead>, httparse::Error> {
     // Uninitialised: a head is parsed per request, and zeroing 128 slots each time costs more
     // than parsing a small head.
     let mut headers = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
-    match req.parse_with_uninit_headers(head, &mut headers) {
-        Ok(Status::Complete(head_len)) => {
-            let target = req.path.unwrap_or("");
-            let mut alb_values: Vec<&[u8]> = Vec::new();
-            let mut expect_continue = false;
-            let mut upgrade = false;
-            let mut forwarded = false;
-            let mut trace_ids = TraceIds::default();
-            for h in req.headers.iter() {
-                if h.name.eq_ignore_ascii_case("x-request-id") {
-                    TraceIds::keep(&mut trace_ids.request_id, h.value);
-                } else if h.name.eq_ignore_ascii_case("x-amzn-trace-id") {
-                    // Also a forwarding header: the balancer added or extended it.
-                    forwarded = true;
-                    TraceIds::keep(&mut trace_ids.amzn, h.value);
-                } else if h.name.eq_ignore_ascii_case("alicloud-alb-trace") {
-                    alb_values.push(h.value);
-                } else if h.name.eq_ignore_ascii_case("expect") {
-                    expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue");
-                } else if h.name.eq_ignore_ascii_case("upgrade") {
-                    upgrade = true;
-                } else if FORWARDING_HEADERS
-                    .iter()
-                    .any(|f| h.name.eq_ignore_ascii_case(f))
-                {
-                    forwarded = true;
-                }
+    let head_len = match req.parse_with_uninit_headers(data, &mut headers)? {
+        Status::Complete(n) => n,
+        Status::Partial => return Ok(Status::Partial),
+    };
+    let target = req.path.unwrap_or("");
+    let mut alb_values: Vec<&[u8]> = Vec::new();
+    let mut expect_continue = false;
+    let mut upgrade = false;
+    let mut forwarded = false;
+    let mut trace_ids = TraceIds::default();
+    let mut scan = FramingScan::default();
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        // By length first: see `is`. The forwarding headers, which a proxy adds to the
+        // requests it forwards, are `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Real-IP`, `Via`,
+        // `Forwarded` and `X-Amzn-Trace-Id` (the balancer added or extended it).
+        match name.len() {
+            3 => forwarded |= is(name, b"via"),
+            6 if is(name, b"expect") => {
+                expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue");
             }
-            let mut sorted = alb_values.clone();
-            sorted.sort_unstable();
-            let repeated = sorted.windows(2).any(|w| w[0] == w[1]);
-            Ok(RequestHead {
-                method: Method::new(req.method.unwrap_or("")),
-                target: prefix(target, TARGET_KEPT).to_string(),
-                target_len: target.len(),
-                version: req.version.unwrap_or(1),
-                head_len,
-                framing: framing(req.headers),
-                expect_continue,
-                upgrade,
-                forwarded,
-                alb_trace_headers: alb_values.len(),
-                alb_trace_repeated: repeated,
-                trace_ids,
-            })
+            7 => upgrade |= is(name, b"upgrade"),
+            9 => forwarded |= is(name, b"x-real-ip") || is(name, b"forwarded"),
+            10 if is(name, b"connection") => scan.connection(h.value),
+            12 if is(name, b"x-request-id") => {
+                TraceIds::keep(&mut trace_ids.request_id, h.value);
+            }
+            14 if is(name, b"content-length") => scan.content_length(h.value),
+            15 if is(name, b"x-amzn-trace-id") => {
+                forwarded = true;
+                TraceIds::keep(&mut trace_ids.amzn, h.value);
+            }
+            15 => forwarded |= is(name, b"x-forwarded-for"),
+            17 if is(name, b"transfer-encoding") => scan.transfer_encoding(h.value),
+            17 => forwarded |= is(name, b"x-forwarded-proto"),
+            18 if is(name, b"alicloud-alb-trace") => alb_values.push(h.value),
+            _ => {}
         }
+    }
+    let repeated = alb_values.len() > 1 && {
+        alb_values.sort_unstable();
+        alb_values.windows(2).any(|w| w[0] == w[1])
+    };
+    Ok(Status::Complete(RequestHead {
+        method: Method::new(req.method.unwrap_or("")),
+        target: prefix(target, TARGET_KEPT).to_string(),
+        target_len: target.len(),
+        version: req.version.unwrap_or(1),
+        head_len,
+        framing: scan.finish(req.headers),
+        expect_continue,
+        upgrade,
+        forwarded,
+        alb_trace_headers: alb_values.len(),
+        alb_trace_repeated: repeated,
+        trace_ids,
+    }))
+}
+
+fn response(data: &[u8]) -> Result<Status<ResponseHead>, httparse::Error> {
+    let mut headers = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        data,
+        &mut headers,
+    )? {
+        Status::Complete(n) => n,
+        Status::Partial => return Ok(Status::Partial),
+    };
+    let mut qps_limited = false;
+    let mut scan = FramingScan::default();
+    for h in resp.headers.iter() {
+        let name = h.name.as_bytes();
+        match name.len() {
+            10 if is(name, b"connection") => scan.connection(h.value),
+            14 if is(name, b"content-length") => scan.content_length(h.value),
+            15 if is(name, b"alb-qps-limited") => {
+                qps_limited |= String::from_utf8_lossy(h.value)
+                    .trim()
+                    .eq_ignore_ascii_case("limited");
+            }
+            17 if is(name, b"transfer-encoding") => scan.transfer_encoding(h.value),
+            _ => {}
+        }
+    }
+    Ok(Status::Complete(ResponseHead {
+        status: resp.code.unwrap_or(0),
+        // Only an error's reason phrase is ever shown: no string for the healthy ones.
+        reason: if resp.code.is_some_and(|c| c >= 400) {
+            prefix(resp.reason.unwrap_or(""), 80).to_string()
+        } else {
+            String::new()
+        },
+        version: resp.version.unwrap_or(1),
+        head_len,
+        framing: scan.finish(resp.headers),
+        qps_limited,
+    }))
+}
+
+/// Parses a whole request head (up to and including its blank line).
+pub fn parse_request(head: &[u8]) -> Result<RequestHead, HeadError> {
+    match request(head) {
+        Ok(Status::Complete(r)) => Ok(r),
         Ok(Status::Partial) => Err(HeadError {
             offset: head.len(),
             problem: HeadProblem::Unfinished,
@@ -442,39 +535,31 @@ pub fn parse_request(head: &[u8]) -> Result<RequestHead, HeadError> {
 }
 
 pub fn parse_response(head: &[u8]) -> Result<ResponseHead, HeadError> {
-    let mut headers = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut []);
-    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp,
-        head,
-        &mut headers,
-    ) {
-        Ok(Status::Complete(head_len)) => {
-            let qps_limited = resp.headers.iter().any(|h| {
-                h.name.eq_ignore_ascii_case("alb-qps-limited")
-                    && String::from_utf8_lossy(h.value)
-                        .trim()
-                        .eq_ignore_ascii_case("limited")
-            });
-            Ok(ResponseHead {
-                status: resp.code.unwrap_or(0),
-                // Only an error's reason phrase is ever shown: no string for the healthy ones.
-                reason: if resp.code.is_some_and(|c| c >= 400) {
-                    prefix(resp.reason.unwrap_or(""), 80).to_string()
-                } else {
-                    String::new()
-                },
-                version: resp.version.unwrap_or(1),
-                head_len,
-                framing: framing(resp.headers),
-                qps_limited,
-            })
-        }
+    match response(head) {
+        Ok(Status::Complete(r)) => Ok(r),
         Ok(Status::Partial) => Err(HeadError {
             offset: head.len(),
             problem: HeadProblem::Unfinished,
         }),
         Err(e) => Err(locate(head, e, true)),
+    }
+}
+
+/// The request head `data` begins with, when all of it is there and it parses; the bytes
+/// after it (a body, the next request) are not looked at. `None` tells the caller to buffer
+/// and decide as for a head that arrives in pieces, which also says what is wrong.
+pub fn complete_request(data: &[u8]) -> Option<RequestHead> {
+    match request(data) {
+        Ok(Status::Complete(r)) => Some(r),
+        _ => None,
+    }
+}
+
+/// As [`complete_request`], for a response head.
+pub fn complete_response(data: &[u8]) -> Option<ResponseHead> {
+    match response(data) {
+        Ok(Status::Complete(r)) => Some(r),
+        _ => None,
     }
 }
 
@@ -689,6 +774,106 @@ mod test {
         assert_eq!(e.problem, HeadProblem::HeaderWithoutColon);
         let e = parse_request(b"GET /a b c HTTP/1.1\r\nHost: x\r\n\r\n").unwrap_err();
         assert_eq!(e.offset, 0);
+    }
+
+    #[test]
+    fn test_each_forwarding_header_in_any_case() {
+        for name in [
+            "X-Forwarded-For",
+            "x-forwarded-proto",
+            "X-REAL-IP",
+            "Via",
+            "forwarded",
+            "X-Amzn-Trace-Id",
+        ] {
+            let head = format!("GET / HTTP/1.1\r\n{name}: a\r\n\r\n");
+            assert!(parse_request(head.as_bytes()).unwrap().forwarded, "{name}");
+        }
+        // Same lengths as framing and forwarding headers, none of them.
+        let head = b"GET / HTTP/1.1\r\nUser-Agent: c\r\nContent-Type: a\r\nX-Forwarded-Fox: b\r\nX-Forwarded-Proxy: d\r\nAccept-Encoding: e\r\nVia-: f\r\n\r\n";
+        let r = parse_request(head).unwrap();
+        assert!(!r.forwarded && !r.upgrade && !r.expect_continue);
+        assert!(!r.framing.connection_close && !r.framing.transfer_encoding);
+        assert_eq!(r.framing.content_length, ContentLength::Absent);
+    }
+
+    #[test]
+    fn test_name_comparison_is_eq_ignore_ascii_case() {
+        let lowers: [&[u8]; 4] = [b"content-length", b"x-amzn-trace-id", b"via", b"a1-_~!"];
+        for lower in lowers {
+            for i in 0..lower.len() {
+                for b in 0..=255u8 {
+                    let mut name = lower.to_vec();
+                    name[i] = b;
+                    assert_eq!(
+                        is(&name, lower),
+                        name.eq_ignore_ascii_case(lower),
+                        "{name:?}"
+                    );
+                }
+            }
+            assert!(!is(&lower[1..], lower));
+        }
+        for (value, close) in [
+            (&b"keep-alive"[..], false),
+            (b"Keep-Alive, CLOSE", true),
+            (b" close ", true),
+            (b"closed", false),
+            (b"upgrade", false),
+        ] {
+            let mut scan = FramingScan::default();
+            scan.connection(value);
+            assert_eq!(scan.connection_close, close, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn test_length_is_digits_up_to_i64_max() {
+        assert_eq!(parse_length_bytes(b"0"), Some(0));
+        assert_eq!(parse_length_bytes(b"0012"), Some(12));
+        assert_eq!(
+            parse_length_bytes(b"9223372036854775807"),
+            Some(i64::MAX as u64)
+        );
+        for bad in [
+            &b""[..],
+            b"+1",
+            b"-1",
+            b"1 2",
+            b"0x10",
+            b"9223372036854775808",
+            b"18446744073709551616",
+            b"\xd9\xa1",
+        ] {
+            assert_eq!(parse_length_bytes(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn test_complete_head_read_where_it_lies() {
+        let data = b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nbodyGET";
+        let r = complete_request(data).unwrap();
+        assert_eq!(r.head_len, data.len() - 7);
+        assert_eq!(r.framing.content_length, ContentLength::Valid(4));
+        assert!(complete_request(&data[..r.head_len - 1]).is_none());
+        assert!(complete_request(b"GET / HTTP/1.1\r\nbad header\r\n\r\n").is_none());
+        let data = b"HTTP/1.1 503 Busy\r\nalb-qps-limited:  limited \r\n\r\nHTTP/1.1";
+        let r = complete_response(data).unwrap();
+        assert_eq!((r.head_len, r.qps_limited), (data.len() - 8, true));
+        assert_eq!(r.reason, "Busy");
+        assert!(complete_response(&data[..20]).is_none());
+    }
+
+    #[test]
+    fn test_common_methods_compare_and_print_as_built() {
+        for m in [
+            "GET", "POST", "PUT", "HEAD", "DELETE", "PATCH", "OPTIONS", "PROPFIND", "G",
+        ] {
+            let method = Method::new(m);
+            assert_eq!(method.as_str(), m);
+            assert!(method == m);
+            assert!(method != "GETX");
+        }
     }
 
     #[test]

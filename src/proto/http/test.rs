@@ -624,3 +624,143 @@ fn test_regression_response_after_malformed_response_without_request() {
             .contains(&Flaw::Head(HeadProblem::HeaderWithoutColon))
     );
 }
+
+/// What a transaction says, without the frames its bytes came in (a split moves those).
+fn fingerprint(o: &Outcome) -> Vec<String> {
+    o.all()
+        .map(|t| {
+            let flaws: Vec<_> = t
+                .flaws
+                .iter()
+                .map(|f| (&f.flaw, f.from, f.offset, &f.excerpt, f.seq))
+                .collect();
+            format!(
+                "{:?} {:?} {} {} {:?} {:?} {} {:?} {} {:?} {:?} {} {} {:?} {:?} {:?}",
+                t.seq,
+                t.line,
+                t.malformed_request,
+                t.request_head_len,
+                t.request_complete.is_some(),
+                t.request_declared,
+                t.request_body,
+                (t.expect_continue, t.upgrade, t.forwarded),
+                t.alb_trace_headers,
+                t.trace_ids,
+                (t.status, &t.reason, t.interim_responses),
+                t.response_body,
+                t.response_until_close,
+                t.response_declared,
+                (t.response_complete.is_some(), t.qps_limited, t.gap),
+                flaws,
+            )
+        })
+        .collect()
+}
+
+/// The exchange with its request cut in two at `k` (`None`: whole), or its response when
+/// `server` is set.
+fn cut_at(req: &[u8], resp: &[u8], k: Option<usize>, server: bool, limits: HttpLimits) -> Outcome {
+    let mut steps = Vec::new();
+    let mut push = |client: bool, b: &'static [u8]| {
+        if !b.is_empty() {
+            steps.push(if client { Step::C(b) } else { Step::S(b) });
+        }
+    };
+    let leak = |b: &[u8]| -> &'static [u8] { Box::leak(b.to_vec().into_boxed_slice()) };
+    for (client, bytes) in [(true, leak(req)), (false, leak(resp))] {
+        match k {
+            Some(k) if client != server => {
+                push(client, &bytes[..k]);
+                push(client, &bytes[k..]);
+            }
+            _ => push(client, bytes),
+        }
+    }
+    script_with(&steps, true, limits)
+}
+
+/// A head parsed where it lies in one segment (with the body and the next message behind
+/// it) must say exactly what the same head says when it arrives in two pieces and is
+/// buffered: every field, flaw, offset and excerpt.
+#[test]
+fn test_head_in_one_segment_same_as_split_at_every_byte() {
+    let exchanges: &[(&[u8], &[u8])] = &[
+        (
+            b"POST /api?token=s3cret HTTP/1.1\r\nHost: a\r\nX-Request-Id: 5f3c\r\nX-Forwarded-For: 10.0.0.1\r\nAuthorization: Bearer abc\r\nContent-Length: 4\r\n\r\nbodyGET /next HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nabcHTTP/1.1 503 Slow Down\r\nTransfer-Encoding: gzip, chunked\r\nALB-QPS-Limited: Limited\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+        ),
+        (
+            b"GET /a HTTP/1.1\r\nHost: x\r\nAuthorization Bearer leaked\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+        ),
+        (
+            b"GET /a HTTP/1.1\nHost: x\n\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: id=1\r\nX-Broken header value\r\n\r\n",
+        ),
+        (
+            b"PUT /u HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+            b"HTTP/1.1 200 OK\r\nContent-Length: x1\r\n\r\nab",
+        ),
+        (
+            b"GET /v HTTP/1.1\r\nUpgrade: websocket\r\nExpect: 100-continue\r\nALICLOUD-ALB-TRACE: t\r\nalicloud-alb-trace: t\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x00",
+        ),
+    ];
+    for (req, resp) in exchanges {
+        let whole = fingerprint(&cut_at(req, resp, None, false, HttpLimits::default()));
+        assert!(!whole.is_empty());
+        for server in [false, true] {
+            let len = if server { resp.len() } else { req.len() };
+            for k in 1..len {
+                let split = cut_at(req, resp, Some(k), server, HttpLimits::default());
+                assert_eq!(
+                    fingerprint(&split),
+                    whole,
+                    "cut at {k} (server: {server}) of {}",
+                    String::from_utf8_lossy(if server { resp } else { req })
+                );
+            }
+        }
+    }
+}
+
+/// The `max_head` bound is the same for a head parsed where it lies as for a buffered one: a
+/// head of exactly `max_head` bytes is read, one byte more is too large.
+#[test]
+fn test_head_in_one_segment_keeps_the_max_head_bound() {
+    let req: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    let resp: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    for max_head in [req.len(), resp.len()] {
+        for slack in [0, 1] {
+            let limits = HttpLimits {
+                max_head: max_head - slack,
+                ..HttpLimits::default()
+            };
+            let whole = cut_at(req, resp, None, false, limits);
+            for server in [false, true] {
+                for k in 1..if server { resp.len() } else { req.len() } {
+                    let split = cut_at(req, resp, Some(k), server, limits);
+                    assert_eq!(fingerprint(&split), fingerprint(&whole), "cut at {k}");
+                }
+            }
+        }
+    }
+    let small = |max_head| HttpLimits {
+        max_head,
+        ..HttpLimits::default()
+    };
+    let fits = cut_at(req, resp, None, false, small(resp.len()));
+    assert!(fits.flaws.is_empty(), "{:?}", fits.flaws);
+    let over = cut_at(req, resp, None, false, small(req.len() - 1));
+    assert!(
+        matches!(over.flaws[0], Flaw::RequestHeadTooLarge { .. }),
+        "{:?}",
+        over.flaws
+    );
+    let over = cut_at(req, resp, None, false, small(resp.len() - 1));
+    assert!(
+        over.flaws.contains(&Flaw::ResponseHeadTooLarge),
+        "{:?}",
+        over.flaws
+    );
+}
