@@ -64,14 +64,41 @@ pub enum Finalize {
 /// A hash of a connection's two endpoints that is the same for both directions and in every
 /// run: which share of the connections (thread or `--shard`) a packet belongs to.
 pub fn flow_hash(a: SocketAddr, b: SocketAddr) -> u64 {
-    foldhash::fast::FixedState::with_seed(0x6c62_7368_6172_6431).hash_one(FlowKey::new(a, b))
+    let key = FlowKey::new(a, b);
+    // The fields one by one, as the key hashed before it had a hash of its own: which shard a
+    // connection belongs to stays what it was.
+    foldhash::fast::FixedState::with_seed(0x6c62_7368_6172_6431).hash_one((key.low, key.high))
 }
 
 /// Order-independent key: the same for both directions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct FlowKey {
     low: (IpAddr, u16),
     high: (IpAddr, u16),
+}
+
+/// The table's hash of a key, on every packet: both addresses and both ports in two words
+/// (one multiplication of foldhash), where the derived hash fed it the address family, each
+/// address as a slice and each port apart. Equal keys hash the same; an IPv4 key and the
+/// IPv6 key of the mapped addresses may collide, and equality tells them apart.
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let ports = u32::from(self.low.1) << 16 | u32::from(self.high.1);
+        match (self.low.0, self.high.0) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                h.write_u64(u64::from(a.to_bits()) << 32 | u64::from(b.to_bits()));
+            }
+            (a, b) => {
+                let bits = |ip: IpAddr| match ip {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+                    IpAddr::V6(v6) => v6.to_bits(),
+                };
+                h.write_u128(bits(a));
+                h.write_u128(bits(b));
+            }
+        }
+        h.write_u32(ports);
+    }
 }
 
 impl FlowKey {
@@ -695,6 +722,47 @@ mod test {
     const FIN: u8 = TcpFlags::ACK | TcpFlags::FIN;
     const RST: u8 = TcpFlags::RST;
     const RSTACK: u8 = TcpFlags::RST | TcpFlags::ACK;
+
+    /// The shard of a connection is what it was with the derived hash of the key.
+    #[test]
+    fn test_flow_hash_is_the_derived_hash_of_the_key() {
+        #[derive(Hash)]
+        struct Derived {
+            low: (IpAddr, u16),
+            high: (IpAddr, u16),
+        }
+        let seeded = foldhash::fast::FixedState::with_seed(0x6c62_7368_6172_6431);
+        for (a, b) in [
+            ("10.0.0.1:40000", "10.0.0.2:80"),
+            ("10.0.0.2:80", "10.0.0.1:40000"),
+            ("[2001:db8::1]:443", "[2001:db8::2]:5000"),
+        ] {
+            let (a, b): (SocketAddr, SocketAddr) = (a.parse().unwrap(), b.parse().unwrap());
+            let k = FlowKey::new(a, b);
+            let derived = seeded.hash_one(Derived {
+                low: k.low,
+                high: k.high,
+            });
+            assert_eq!(flow_hash(a, b), derived);
+            assert_eq!(flow_hash(b, a), derived);
+        }
+    }
+
+    #[test]
+    fn test_flow_key_hash_is_the_same_both_ways_and_tells_ports_apart() {
+        let h = foldhash::fast::FixedState::with_seed(1);
+        let (a, b): (SocketAddr, SocketAddr) = (C.parse().unwrap(), S.parse().unwrap());
+        let c: SocketAddr = "10.0.0.1:40001".parse().unwrap();
+        let key = |x, y| h.hash_one(FlowKey::new(x, y));
+        assert_eq!(key(a, b), key(b, a));
+        assert_ne!(key(a, b), key(c, b));
+        let (a6, b6): (SocketAddr, SocketAddr) = (
+            "[2001:db8::1]:40000".parse().unwrap(),
+            "[2001:db8::2]:80".parse().unwrap(),
+        );
+        assert_eq!(key(a6, b6), key(b6, a6));
+        assert_ne!(key(a6, b6), key(a, b));
+    }
 
     #[derive(Default)]
     struct Collect {
