@@ -205,6 +205,13 @@ impl Direction {
         self.head_start = None;
     }
 
+    /// A head parsed, from the buffer or straight from a segment: the direction is in step.
+    fn head_parsed(&mut self) {
+        self.reset_head();
+        self.after_resync = false;
+        self.lost_scanned = 0;
+    }
+
     fn lose(&mut self) {
         self.reset_head();
         self.mode = Mode::Lost;
@@ -764,9 +771,7 @@ impl Framer {
                     debug_assert_eq!(head_end(&[], data), Some(r.head_len));
                     let used = r.head_len;
                     self.is_http = true;
-                    self.req.reset_head();
-                    self.req.after_resync = false;
-                    self.req.lost_scanned = 0;
+                    self.req.head_parsed();
                     self.new_request(r, at, at, off, out);
                     return used;
                 }
@@ -997,9 +1002,7 @@ impl Framer {
         match parsed {
             Ok(r) => {
                 self.is_http = true;
-                self.req.reset_head();
-                self.req.after_resync = false;
-                self.req.lost_scanned = 0;
+                self.req.head_parsed();
                 self.new_request(r, start, at, offset, out);
             }
             Err(_) if !self.is_http && !known_method => {
@@ -1229,9 +1232,7 @@ impl Framer {
                 {
                     debug_assert_eq!(head_end(&[], data), Some(r.head_len));
                     let used = r.head_len;
-                    self.resp.reset_head();
-                    self.resp.after_resync = false;
-                    self.resp.lost_scanned = 0;
+                    self.resp.head_parsed();
                     self.on_response(r, at, at, off, out);
                     return used;
                 }
@@ -1282,9 +1283,7 @@ impl Framer {
         let offset = self.resp.head_offset;
         match head::parse_response(&self.resp.head[..end]) {
             Ok(r) => {
-                self.resp.reset_head();
-                self.resp.after_resync = false;
-                self.resp.lost_scanned = 0;
+                self.resp.head_parsed();
                 self.on_response(r, start, at, offset, out);
             }
             Err(_) if self.resp.after_resync => self.resp.lose(),

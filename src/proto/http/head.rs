@@ -376,7 +376,10 @@ fn described_lengths(headers: &[Header<'_>]) -> ContentLength {
                 .collect::<Vec<_>>()
         })
         .collect();
-    if let Some(bad) = lengths.iter().find(|v| parse_length(v).is_none()) {
+    if let Some(bad) = lengths
+        .iter()
+        .find(|v| parse_length_bytes(v.as_bytes()).is_none())
+    {
         ContentLength::Invalid(bad.chars().take(40).collect())
     } else {
         ContentLength::Conflicting(lengths.iter().take(8).cloned().collect())
@@ -408,10 +411,6 @@ fn parse_length_bytes(v: &[u8]) -> Option<u64> {
         n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
     }
     (n <= i64::MAX as u64).then_some(n)
-}
-
-fn parse_length(v: &str) -> Option<u64> {
-    parse_length_bytes(v.as_bytes())
 }
 
 /// A request head at the start of `data`, which may run on past it (a body in the same
